@@ -1,0 +1,30 @@
+# The few commands a person needs. `make lab` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: lab test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[lab,test]"
+	touch $(STAMP)
+
+## JupyterLab on the tour notebook (offline VGG16 weights: nothing to download)
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/01_tour.ipynb
+
+## the whole suite: lint, layering contracts, unit, widget and notebook tests
+test: $(STAMP)
+	$(VENV)/bin/ruff check cnnviz_widgets tests
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check cnnviz_widgets tests
+	$(VENV)/bin/lint-imports
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,95 @@
+"""One forward pass per image, every visualised layer at once, cached under a memory budget.
+
+The extractor is a single multi-output Keras model built once per model from the flattened graph, so
+changing layer, channel or filter never runs the network again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+
+from ._keras import keras
+from .errors import ImageError, LayerError
+from .models import ModelGraph
+
+DEFAULT_BUDGET_BYTES = 640 * 2**20
+"""Two images' worth of VGG16 activations at 512×512 (conv, pool and input outputs: about 320 MB each)."""
+
+
+def input_key(x: np.ndarray) -> str:
+    """A cache key for a prepared input: equal arrays give equal keys (shape and dtype included)."""
+    digest = hashlib.blake2b(np.ascontiguousarray(x).data, digest_size=16)
+    digest.update(repr((x.shape, x.dtype.str)).encode())
+    return digest.hexdigest()
+
+
+class ActivationExtractor:
+    """Outputs of `layers` of a `ModelGraph` for one input, from a single forward pass.
+
+    Results are kept per input (least recently used evicted first) while their total size stays within
+    `budget_bytes`; an input whose outputs alone exceed the budget keeps what fits, in network order
+    after the layer asked for, and recomputes the rest when asked.
+    """
+
+    def __init__(self, graph: ModelGraph, layers: Sequence[str], budget_bytes: int = DEFAULT_BUDGET_BYTES):
+        self.graph = graph
+        self.layers = list(dict.fromkeys(layers))
+        for name in self.layers:
+            graph.node(name)  # unknown names fail here, with the list of valid ones
+        self.budget_bytes = int(budget_bytes)
+        self.forward_passes = 0
+        self.last_forward_seconds = 0.0
+        self._cache: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
+        outputs = [graph.nodes[name].tensor for name in self.layers]
+        self._model = keras().Model(graph.input_tensor, outputs, name="cnnviz_extractor")
+
+    @property
+    def cached_bytes(self) -> int:
+        return sum(a.nbytes for entry in self._cache.values() for a in entry.values())
+
+    def get(self, x: np.ndarray, layer: str, key: str | None = None) -> np.ndarray:
+        """(H, W, C) float32 output of `layer` for the prepared input `x` (H, W, C_in)."""
+        if layer not in self.layers:
+            raise LayerError(f"{layer} is not among the extracted layers: {', '.join(self.layers)}")
+        key = key or input_key(x)
+        entry = self._cache.get(key)
+        if entry is None or layer not in entry:
+            entry = self._run(x, key, wanted=layer)
+        self._cache.move_to_end(key)
+        return entry[layer]
+
+    def _run(self, x: np.ndarray, key: str, wanted: str) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        try:
+            outputs = self._model(x[np.newaxis], training=False)
+        except ValueError as err:  # e.g. an image too small for the pooling layers
+            raise ImageError(f"the model cannot take this {x.shape[1]}×{x.shape[0]} input: {err}") from err
+        arrays = [np.asarray(out)[0] for out in (outputs if isinstance(outputs, list) else [outputs])]
+        self.forward_passes += 1
+        self.last_forward_seconds = time.perf_counter() - start
+        result = dict(zip(self.layers, arrays, strict=False))
+        self._cache.pop(key, None)
+        order = [wanted] + [name for name in self.layers if name != wanted]
+        kept: dict[str, np.ndarray] = {}
+        used = 0
+        for name in order:  # keep what fits in the budget; the asked-for layer always
+            if name == wanted or used + result[name].nbytes <= self.budget_bytes:
+                kept[name] = result[name]
+                used += result[name].nbytes
+        self._evict(room_for=used)
+        self._cache[key] = kept
+        return kept
+
+    def _evict(self, room_for: int) -> None:
+        total = self.cached_bytes
+        while self._cache and total + room_for > self.budget_bytes:
+            _, dropped = self._cache.popitem(last=False)
+            total -= sum(a.nbytes for a in dropped.values())
+
+    def clear(self) -> None:
+        self._cache.clear()

