@@ -1,0 +1,95 @@
+"""Activations: one forward pass per image, exact values, and a cache that respects its budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cnnviz_widgets import LayerError, ModelState
+from cnnviz_widgets.activations import ActivationExtractor, input_key
+from cnnviz_widgets.models import ModelGraph
+from tests.conftest import correlate_same
+
+
+def relu(x):
+    return np.maximum(x, 0)
+
+
+@pytest.mark.parametrize(("layer", "filters"), [("block1_conv1", [0, 34, 63]), ("block1_conv2", [1, 40]),
+                                                ("block3_conv2", [0, 100, 255]), ("block5_conv3", [7, 511])])
+def test_vgg16_conv_outputs_equal_an_independent_correlation(vgg16_bsds, layer, filters):
+    state = ModelState(vgg16_bsds, image="astronaut", max_side=64)
+    state.layer = layer
+    previous = state.activation(state.previous_layer())
+    kernel, bias = state.weights()
+    expected = relu(correlate_same(previous, kernel, bias, filters))
+    got = state.activation()[..., filters]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3 * max(1.0, float(np.abs(expected).max())))
+
+
+def test_tiny_model_outputs_equal_an_independent_computation(tiny_model, rng):
+    state = ModelState(tiny_model, image=rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    x = state.activation("pixels")
+    np.testing.assert_array_equal(x, state.model_input.array)  # the input layer returns what was fed
+    kernel, bias = state.weights("conv_a")
+    conv_a = relu(correlate_same(x, kernel, bias, range(4)))
+    np.testing.assert_allclose(state.activation("conv_a"), conv_a, rtol=1e-5, atol=1e-3)
+    pooled = conv_a.reshape(8, 2, 8, 2, 4).max(axis=(1, 3))
+    np.testing.assert_allclose(state.activation("pool_a"), pooled, rtol=1e-5, atol=1e-3)
+    kernel_b, bias_b = state.weights("conv_b")
+    np.testing.assert_allclose(state.activation("conv_b"), relu(correlate_same(pooled, kernel_b, bias_b, range(6))),
+                               rtol=1e-4, atol=1e-3)
+
+
+def test_one_forward_pass_serves_every_layer(tiny_model, rng):
+    graph = ModelGraph(tiny_model)
+    extractor = ActivationExtractor(graph, graph.visualisable())
+    x = rng.normal(size=(16, 16, 3)).astype(np.float32)
+    for name in graph.visualisable():
+        extractor.get(x, name)
+    assert extractor.forward_passes == 1
+    extractor.get(x + 1, "conv_b")
+    assert extractor.forward_passes == 2
+    extractor.get(x, "pool_b")  # still cached
+    assert extractor.forward_passes == 2
+    with pytest.raises(LayerError, match="not among the extracted layers"):
+        extractor.get(x, "logits")
+
+
+def test_cache_evicts_oldest_within_budget(tiny_model, rng):
+    graph = ModelGraph(tiny_model)
+    names = graph.visualisable()
+    probe = ActivationExtractor(graph, names)
+    x = rng.normal(size=(16, 16, 3)).astype(np.float32)
+    probe.get(x, "conv_a")
+    one_image = probe.cached_bytes
+    extractor = ActivationExtractor(graph, names, budget_bytes=int(2.5 * one_image))
+    inputs = [x + i for i in range(4)]
+    for xi in inputs:
+        extractor.get(xi, "conv_a")
+        assert extractor.cached_bytes <= extractor.budget_bytes
+    assert extractor.forward_passes == 4
+    extractor.get(inputs[3], "conv_b")  # newest kept
+    extractor.get(inputs[2], "conv_b")
+    assert extractor.forward_passes == 4
+    extractor.get(inputs[0], "conv_b")  # oldest was evicted: recomputed
+    assert extractor.forward_passes == 5
+
+
+def test_over_budget_input_keeps_the_asked_layer_and_recomputes_the_rest(tiny_model, rng):
+    graph = ModelGraph(tiny_model)
+    extractor = ActivationExtractor(graph, graph.visualisable(), budget_bytes=16 * 16 * 4 * 4)  # one conv_a map
+    x = rng.normal(size=(16, 16, 3)).astype(np.float32)
+    first = extractor.get(x, "conv_a")
+    assert extractor.get(x, "conv_a") is first and extractor.forward_passes == 1
+    extractor.get(x, "conv_b")
+    assert extractor.forward_passes == 2 and extractor.cached_bytes <= 2 * extractor.budget_bytes
+
+
+def test_input_key_distinguishes_shape_and_values():
+    a = np.zeros((4, 6, 3), np.float32)
+    assert input_key(a) == input_key(a.copy())
+    assert input_key(a) != input_key(a.reshape(6, 4, 3))
+    b = a.copy()
+    b[0, 0, 0] = 1
+    assert input_key(a) != input_key(b)
