@@ -252,8 +252,10 @@ class ModelGraph:
                              "with one image input")
         shape = tuple(inputs[0].shape)
         if len(shape) != 4:
-            raise ModelError(f"{model.name} takes input of shape {shape}; cnnviz_widgets shows models whose "
-                             "input is an image batch (batch, height, width, channels)")
+            one_d = [layer.name for layer in model.layers if "1D" in layer.__class__.__name__]
+            why = f" ({', '.join(one_d[:3])}: 1-D layers are not supported)" if one_d else ""
+            raise ModelError(f"{model.name} takes input of shape {shape}{why}; cnnviz_widgets shows models "
+                             "whose input is an image batch (batch, height, width, channels)")
         self.model = model
         self.nodes: dict[str, LayerNode] = {}
         self.input_tensor = k.Input(batch_shape=shape, dtype=inputs[0].dtype)
