@@ -30,6 +30,13 @@ _EXPORTS = {
     "ModelError": "errors",
     "WeightsUnavailableError": "errors",
     "CnnvizWarning": "errors",
+    "FilterBreakdown": "effects",
+    "Explorer": "widgets",
+    "WeightGrid": "widgets",
+    "ActivationGrid": "widgets",
+    "MosaicFigure": "widgets",
+    "LayerSummary": "widgets",
+    "FilterEffect": "widgets",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -96,3 +96,55 @@ def prepare_input(image: np.ndarray, input_shape: tuple, preprocess: Preprocess,
         raise ImageError(f"this model takes {channels}-channel input; cnnviz_widgets feeds 1- or 3-channel images")
     return ModelInput(array=np.ascontiguousarray(apply_preprocessing(fed, preprocess)), picture=picture,
                       preprocess=preprocess_name(preprocess), note=note or None)
+
+
+_RGB = ("R", "G", "B")
+_CAFFE_MEAN = {"B": "103.9", "G": "116.8", "R": "123.7"}
+_HOW = {
+    "caffe": lambda c: f"{c} − {_CAFFE_MEAN[c]}",
+    "tf": lambda c: f"{c} scaled to −1..1",
+    "torch": lambda c: f"{c} standardised",
+    "unit": lambda c: f"{c} / 255",
+    "none": lambda c: f"{c} (0..255)",
+}
+_SENTENCES = {
+    "caffe": "'caffe' preprocessing: the fed channels are B, G, R (in that order) minus the ImageNet mean "
+             "(103.9, 116.8, 123.7)",
+    "tf": "'tf' preprocessing: the fed channels are R, G, B scaled to −1..1",
+    "torch": "'torch' preprocessing: the fed channels are R, G, B scaled to 0..1, minus the ImageNet mean "
+             "(0.485, 0.456, 0.406), over its std (0.229, 0.224, 0.225)",
+    "unit": "'unit' preprocessing: the fed channels are R, G, B scaled to 0..1",
+    "none": "no preprocessing: the fed channels are R, G, B as 0..255",
+}
+
+
+def fed_channel_names(preprocess: str, n_channels: int) -> tuple[str, ...] | None:
+    """Which colour each channel of the fed array holds: ("B", "G", "R") for caffe, ("R", "G", "B") for the
+    other named modes, ("grey",) for one channel; None when unknown (a custom function may reorder them)."""
+    if n_channels == 1:
+        return ("grey",)
+    if n_channels == 3 and preprocess in _HOW:
+        return _RGB[::-1] if preprocess == "caffe" else _RGB
+    return None
+
+
+def input_channel_labels(preprocess: str, n_channels: int) -> tuple[str, ...]:
+    """Short names of the channels of the fed array, for a model input prepared with `preprocess`.
+
+    "caffe" feeds B, G, R (in that order) minus the ImageNet mean: ("B − 103.9", "G − 116.8", "R − 123.7");
+    the other named modes keep R, G, B. See `describe_preprocessing` for the sentence.
+    """
+    names = fed_channel_names(preprocess, n_channels)
+    if names is None:
+        return tuple(f"input channel {c}" for c in range(n_channels))
+    how = _HOW.get(preprocess, lambda c: f"{c} after {preprocess}")
+    return tuple(how(c) for c in names)
+
+
+def describe_preprocessing(preprocess: str, n_channels: int = 3) -> str:
+    """One sentence saying what the channels of the fed array are, e.g. for "caffe": B, G, R minus the mean."""
+    if n_channels == 1:
+        return f"the model takes one channel: the image's luma, preprocessing {preprocess!r}"
+    if n_channels == 3 and preprocess in _SENTENCES:
+        return _SENTENCES[preprocess]
+    return f"the fed channels are the image after the preprocessing {preprocess!r}"

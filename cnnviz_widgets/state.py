@@ -7,6 +7,8 @@ the compute core. It knows nothing of widgets: views observe its traits.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -14,8 +16,20 @@ import traitlets
 
 from . import images
 from .activations import DEFAULT_BUDGET_BYTES, ActivationExtractor, input_key
-from .errors import LayerError
-from .inputs import ModelInput, Preprocess, prepare_input
+from .effects import (
+    FilterBreakdown,
+    activation_name,
+    break_down_filter,
+)
+from .errors import CnnvizError, LayerError
+from .inputs import (
+    ModelInput,
+    Preprocess,
+    describe_preprocessing,
+    fed_channel_names,
+    input_channel_labels,
+    prepare_input,
+)
 from .models import ModelGraph, load_model, model_info
 from .render import COLORMAPS, NORMALIZATIONS
 
@@ -125,6 +139,10 @@ class ModelState(traitlets.HasTraits):
         kernel, bias, _ = self.graph.weights(self._name(layer))
         return kernel, bias
 
+    def fed_channel_names(self) -> tuple[str, ...] | None:
+        """Which colour each channel of the fed input holds (("B", "G", "R") for VGG16's caffe input), or None."""
+        return fed_channel_names(self.model_input.preprocess, self.n_channels(self.input_layer))
+
     def weights_note(self, layer: str | None = None) -> str:
         return self.graph.weights(self._name(layer))[2]
 
@@ -212,6 +230,65 @@ class ModelState(traitlets.HasTraits):
     @traitlets.validate("channel")
     def _validate_channel(self, proposal: traitlets.Bunch) -> int:
         return _clamp(proposal["value"], self.n_channels() - 1) if self.layer else 0
+
+    # -- what one filter does, and the parameter totals (LayerSummary, FilterEffect) ------------------
+
+    def filter_effect(self, filter: int | None = None, channels: Sequence[int] | None = None,
+                      top_k: int = 3) -> FilterBreakdown:
+        """The current layer's `filter` (default: the current one) taken apart by input channel.
+
+        channels : input channels to show, in order; None shows the `top_k` largest contributors (ranked by
+        mean |partial sum|, see `effects.RANKING`). The breakdown's `output` equals `activation()[..., filter]`
+        (computed here from the previous layer's output, the kernel, the bias and the layer's own activation).
+        LayerError for the input and pooling layers, which have no filters.
+        """
+        name = self.layer
+        node = self.graph.node(name)
+        if node.kind != "conv":
+            what = {"input": "the model input", "pool": "a pooling layer"}.get(node.kind, f"a {node.class_name}")
+            convs = [n for n in self._layers if self.layer_kind(n) == "conv"]
+            listed = ", ".join(convs[:4]) + (f" and {len(convs) - 4} more" if len(convs) > 4 else "")
+            raise LayerError(f"{name} is {what}: it has no filters to take apart. A filter's effect is shown "
+                             f"for conv layers: {listed}")
+        config = node.layer.get_config()
+        if config.get("data_format", "channels_last") != "channels_last":
+            raise LayerError(f"{name} is channels_first; filter effects are computed for channels_last layers")
+        f = _clamp(self.filter if filter is None else filter, self.n_filters(name) - 1)
+        if filter is not None and f != filter:
+            raise LayerError(f"{name} has {self.n_filters(name)} filters (0..{self.n_filters(name) - 1}); "
+                             f"got filter {filter!r}")
+        previous = self.previous_layer(name)
+        kernel, bias = self.weights(name)
+        transposed = node.class_name == "Conv2DTranspose"
+        try:
+            result = break_down_filter(
+                self.activation(previous), kernel, bias, f, channels=channels, top_k=top_k,
+                strides=config.get("strides", 1), padding=config.get("padding", "valid"),
+                dilation=config.get("dilation_rate", 1), activation=activation_name(config.get("activation")),
+                transposed=transposed, output_padding=config.get("output_padding") if transposed else None)
+        except CnnvizError as err:
+            raise LayerError(f"{name}, filter {f}: {err}") from None
+        notes = [] if node.class_name == "Conv2D" else [self.weights_note(name)]
+        output = result.output
+        if not result.activation_reproduced:
+            output = self.activation(name)[..., f]
+            notes.append(f"the activation {result.activation!r} is not reproduced per filter; the output shown "
+                         "is the layer's own")
+        if previous == self.input_layer:
+            labels = input_channel_labels(self.model_input.preprocess, kernel.shape[2])
+            labels = tuple(labels[c] for c in result.channels)
+            notes.insert(0, describe_preprocessing(self.model_input.preprocess, kernel.shape[2]))
+        else:
+            labels = tuple(f"{previous} channel {c}" for c in result.channels)
+        return dataclasses.replace(result, layer=name, layer_type=node.class_name, previous_layer=previous,
+                                   channel_labels=labels, note="; ".join(notes), output=output)
+
+    def parameter_totals(self) -> dict:
+        """total, trainable and non_trainable parameter counts, and counted_rows: summary rows with parameters."""
+        total = int(self.model.count_params())
+        trainable = int(sum(int(np.prod(w.shape)) for w in self.model.trainable_weights))
+        counted = sum(1 for row in self.summary() if row["counts_as_layer"])
+        return dict(total=total, trainable=trainable, non_trainable=total - trainable, counted_rows=counted)
 
 
 def _clamp(value: int, highest: int) -> int:

@@ -1,0 +1,274 @@
+"""`FilterEffect`: what the current filter does to its input, channel by channel, as four aligned rows.
+
+Row 1 shows some channels of the previous layer's output, row 2 the filter's kernel slices for them, row 3 each
+channel cross-correlated with its slice (its partial sum), row 4 the total over ALL channels plus the bias,
+and the output after the layer's activation. Column i of rows 1-3 is one input channel. The arithmetic is
+`ModelState.filter_effect` (see `cnnviz_widgets.effects`); this view renders it and handles the controls.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+import ipywidgets
+import numpy as np
+import traitlets
+
+from .. import render
+from ..effects import FilterBreakdown, parse_channels
+from ..errors import CnnvizError, LayerError
+from ._common import as_state, format_number
+from .mosaic import MosaicFigure
+
+MAP_SIDE = 192
+"""Longest side, in pixels, of a map tile as sent (larger maps are average-pooled first)."""
+KERNEL_TILE_PX = 96
+"""Kernel slices are scaled up (nearest neighbour) to about this many pixels, so each weight is a crisp cell."""
+SIGNED_CMAP = "coolwarm"
+"""Kernels and partial sums are signed: diverging map, white = 0, symmetric range shared by the row."""
+MAX_TOP_K = 16
+_VALUES_UP_TO = 25  # kernels with at most this many taps (5×5) get their weights printed
+_MODE_WORDS = {
+    "per_map": "each map scaled to its own min..max",
+    "per_layer": "one min..max shared by the maps of this row",
+    "symmetric": "symmetric: ±max |value| of this row, 0 in the middle",
+}
+
+
+class FilterEffect(ipywidgets.VBox):
+    """The current filter of the current layer taken apart by input channel.
+
+    Parameters
+    ----------
+    state_or_model
+        A `ModelState` (shared with other views), or anything `ModelState` takes as a model.
+    top_k
+        How many of the largest contributing input channels to show by default.
+    css_class
+        Added to the root box; the rows get "<css_class>-inputs", "-kernels", "-partials", "-result".
+
+    Follows the state's layer, filter, image, colour map and normalisation; a click on a tile of rows 1-3
+    makes that input channel `state.channel`. For input and pooling layers it shows why there is nothing to
+    take apart.
+    """
+
+    active = traitlets.Bool(True, help="False while the view is hidden (e.g. a background tab): state changes "
+                                       "are not drawn until it is active again.")
+
+    def __init__(self, state_or_model: Any, *, top_k: int = 3, css_class: str = "cnnviz-filter-effect",
+                 width_px: int = 420):
+        self._closed = True  # until fully built: a failed __init__ leaves nothing for close() (or __del__) to do
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+            raise CnnvizError(f"top_k must be an int in 1..{MAX_TOP_K}; got {top_k!r}")
+        self.state = as_state(state_or_model)
+        self.breakdown: FilterBreakdown | None = None
+        self.redraws = 0
+        self._drawn_key: tuple | None = None
+
+        self.heading = ipywidgets.HTML("")
+        self.mode = ipywidgets.ToggleButtons(options=[("top contributors", "top"), ("pick channels", "pick")],
+                                             value="top", tooltips=["the input channels that move this filter's "
+                                                                    "output most (mean |partial sum|)",
+                                                                    "the input channels typed on the right"],
+                                             style={"button_width": "auto"})
+        self.top_k = ipywidgets.BoundedIntText(value=top_k, min=1, max=MAX_TOP_K, description="top k",
+                                               layout=ipywidgets.Layout(width="130px"))
+        self.channels = ipywidgets.Text(value="", placeholder="e.g. 0, 5, 17 or 0-3", description="channels",
+                                        continuous_update=False, layout=ipywidgets.Layout(width="260px"))
+        self.controls = ipywidgets.HBox([self.mode, self.top_k, self.channels])
+        self.message = ipywidgets.HTML("")
+        self.message.add_class("cnnviz-view-message")
+        self.inputs_figure = MosaicFigure(css_class=f"{css_class}-inputs", width_px=width_px)
+        self.kernels_figure = MosaicFigure(css_class=f"{css_class}-kernels", width_px=width_px)
+        self.kernel_values = ipywidgets.HTML("")
+        self.partials_figure = MosaicFigure(css_class=f"{css_class}-partials", width_px=width_px)
+        self.result_figure = MosaicFigure(css_class=f"{css_class}-result", width_px=width_px)
+        self.figures = ipywidgets.VBox([self.inputs_figure, self.kernels_figure, self.kernel_values,
+                                        self.partials_figure, self.result_figure])
+        super().__init__([self.heading, self.controls, self.message, self.figures])
+        self.add_class(css_class)
+
+        for figure in (self.inputs_figure, self.kernels_figure, self.partials_figure):
+            figure.on_tile_click(self._on_tile_click)
+        self._control_handlers = [(self.mode, self._on_control_change), (self.top_k, self._on_control_change),
+                                  (self.channels, self._on_channels_typed)]
+        for control, handler in self._control_handlers:
+            control.observe(handler, "value")
+        self._redraw_traits = ["layer", "filter", "image", "colormap", "normalization"]
+        self.state.observe(self._on_state_change, self._redraw_traits)
+        self.state.observe(self._on_channel_change, "channel")
+        self._closed = False
+        self.redraw()
+
+    # -- drawing ---------------------------------------------------------------------------------------
+
+    def _key(self) -> tuple:
+        s = self.state
+        picks = self.channels.value.strip() if self.mode.value == "pick" else ""
+        # id of the prepared input: a new image gives a new ModelInput object
+        return (s.layer, s.filter, id(s.model_input), s.colormap, s.normalization, self.mode.value,
+                self.top_k.value, picks)
+
+    def redraw(self) -> None:
+        """Bring the picture up to date with the state and the controls; nothing happens if nothing changed."""
+        key = self._key()
+        if key == self._drawn_key or not self.active:
+            return
+        self._drawn_key = key
+        self.redraws += 1
+        self.top_k.disabled = self.mode.value != "top"
+        channels, problem = None, ""
+        if self.mode.value == "pick":
+            try:
+                channels = parse_channels(self.channels.value, self.state.n_channels())
+            except CnnvizError as err:
+                problem = f"{err}. Showing the top contributors instead."
+        try:
+            breakdown = self.state.filter_effect(channels=channels, top_k=self.top_k.value)
+        except LayerError as err:
+            self._show_message_only(str(err))
+            return
+        self.breakdown = breakdown
+        self.message.value = f'<span style="color: #a33">{html.escape(problem)}</span>' if problem else ""
+        self.figures.layout.display = None
+        self.heading.value = self._heading(breakdown)
+        self._draw(breakdown)
+
+    def _draw(self, b: FilterBreakdown) -> None:
+        s, k = self.state, len(b.channels)
+        highlight = b.channels.index(s.channel) if s.channel in b.channels else None
+        cols = list(b.channels)
+
+        mosaic, ranges = render.render_mosaic(b.previous_maps, s.normalization, s.colormap, max_side=MAP_SIDE, cols=k)
+        tips = [f"channel {c} · {label} · values {format_number(lo)}..{format_number(hi)} · "
+                f"rank {b.ranking.index(c) + 1} of "
+                f"{b.n_channels} (mean |partial| {format_number(b.contribution[c])})"
+                for c, label, (lo, hi) in zip(cols, b.channel_labels, ranges, strict=True)]
+        what = ("the fed image's channels" if b.previous_layer == s.input_layer
+                else f"{b.previous_layer}'s output channels")
+        title = (f"1 · input: {what} {', '.join(map(str, cols))} ({'; '.join(b.channel_labels)}) · "
+                 f"{_MODE_WORDS[s.normalization]}")
+        self.inputs_figure.show(mosaic, title=title, tooltips=tips, highlight=highlight,
+                                **self._bar(s.colormap, s.normalization, ranges))
+
+        kh, kw = b.kernels.shape[:2]
+        factor = max(1, math.ceil(KERNEL_TILE_PX / max(kh, kw)))
+        mosaic, ranges = render.render_mosaic(render.scale_up(b.kernels, factor), "symmetric", SIGNED_CMAP,
+                                              cols=k, pad=2)
+        tips = [f"channel {c} kernel: "
+                + " / ".join(" ".join(format_number(v) for v in row) for row in b.kernels[:, :, i])
+                for i, c in enumerate(cols)]
+        title = (f"2 · filter {b.filter}'s {kh}×{kw} kernel slices for those channels · symmetric over these "
+                 f"slices (blue < 0, white = 0, red > 0)")
+        self.kernels_figure.show(mosaic, title=title, tooltips=tips, highlight=highlight,
+                                 colorbar=(SIGNED_CMAP, ranges[0, 0], ranges[0, 1]), colorbar_label="weight")
+        self.kernel_values.value = _kernel_tables(b) if kh * kw <= _VALUES_UP_TO else ""
+
+        mosaic, ranges = render.render_mosaic(b.partials, "symmetric", SIGNED_CMAP, max_side=MAP_SIDE, cols=k)
+        tips = [f"channel {c} ⋆ its kernel slice: {format_number(b.partials[..., i].min())}.."
+                f"{format_number(b.partials[..., i].max())}, mean |·| {format_number(b.contribution[c])}"
+                for i, c in enumerate(cols)]
+        title = ("3 · each channel cross-correlated with its slice (its partial sum) · symmetric over these maps, "
+                 "shared range")
+        self.partials_figure.show(mosaic, title=title, tooltips=tips, highlight=highlight,
+                                  colorbar=(SIGNED_CMAP, ranges[0, 0], ranges[0, 1]), colorbar_label="partial sum")
+
+        maps, tips = self.result_maps(b)
+        mosaic, ranges = render.render_mosaic(maps, s.normalization, s.colormap, max_side=MAP_SIDE)
+        tips = [f"{tip}: {format_number(lo)}..{format_number(hi)}" for tip, (lo, hi) in zip(tips, ranges, strict=True)]
+        title = (f"4 · {b.layer} filter {b.filter}: sum over all {b.n_channels} channels + bias "
+                 f"({format_number(b.bias)}) → {b.activation} · {_MODE_WORDS[s.normalization]}")
+        self.result_figure.show(mosaic, title=title, tooltips=tips, **self._bar(s.colormap, s.normalization, ranges))
+
+    @staticmethod
+    def result_maps(b: FilterBreakdown) -> tuple[np.ndarray, list[str]]:
+        """Row 4's maps (H', W', 2 or 3) and their labels: [the channels not shown,] sum + bias, output."""
+        maps, labels = [b.pre_activation, b.output], ["sum of all channels + bias",
+                                                      f"after {b.activation}: the layer's output"]
+        hidden = b.n_channels - len(b.channels)
+        if hidden:
+            maps.insert(0, b.rest)
+            labels.insert(0, f"the other {hidden} channels together")
+        return np.stack(maps, axis=-1), labels
+
+    @staticmethod
+    def _bar(cmap: str, mode: str, ranges: np.ndarray) -> dict:
+        if mode == "per_map":  # every tile has its own range: the bar shows the colours, not values
+            return dict(colorbar=(cmap, 0.0, 1.0), colorbar_ends=("tile min", "tile max"))
+        return dict(colorbar=(cmap, float(ranges[0, 0]), float(ranges[0, 1])))
+
+    def _heading(self, b: FilterBreakdown) -> str:
+        shown = len(b.channels)
+        how = ("the top contributors, ranked by mean |partial sum|" if self.mode.value == "top"
+               else "the channels picked")
+        share = (f"The {shown} channels shown carry {b.shown_share:.0%} of the summed |partial sums|; the other "
+                 f"{b.n_channels - shown} add the rest (row 4)." if shown < b.n_channels
+                 else "All input channels are shown.")
+        note = f"<br><small>{html.escape(b.note)}</small>" if b.note else ""
+        return (f"<b>{html.escape(b.layer)} ({html.escape(b.layer_type)}), filter {b.filter}</b> of "
+                f"{self.state.n_filters()}: input {html.escape(b.previous_layer)} ({b.n_channels} channels). "
+                f"Shown: {how}. {share}{note}")
+
+    def _show_message_only(self, text: str) -> None:
+        self.breakdown = None
+        self.heading.value = ""
+        self.figures.layout.display = "none"
+        self.message.value = f'<span style="color: #555">{html.escape(text)}</span>'
+
+    # -- events ----------------------------------------------------------------------------------------
+
+    @traitlets.observe("active")
+    def _on_active_change(self, change: traitlets.Bunch) -> None:
+        if change["new"]:
+            self.redraw()  # catch up with whatever changed while hidden
+
+    def _on_state_change(self, _change: traitlets.Bunch) -> None:
+        self.redraw()
+
+    def _on_control_change(self, _change: traitlets.Bunch) -> None:
+        self.redraw()
+
+    def _on_channels_typed(self, change: traitlets.Bunch) -> None:
+        if change["new"].strip() and self.mode.value != "pick":
+            self.mode.value = "pick"  # typing channels means picking them (redraws via the mode)
+        else:
+            self.redraw()
+
+    def _on_tile_click(self, index: int) -> None:
+        if self.breakdown is not None:
+            self.state.channel = self.breakdown.channels[index]
+
+    def _on_channel_change(self, change: traitlets.Bunch) -> None:
+        b = self.breakdown
+        index = b.channels.index(change["new"]) if b is not None and change["new"] in b.channels else None
+        for figure in (self.inputs_figure, self.kernels_figure, self.partials_figure):
+            figure.highlight(index)
+
+    def close(self) -> None:
+        """Stop observing the state and the controls, and close every part (a second call does nothing)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.state.unobserve(self._on_state_change, self._redraw_traits)
+        self.state.unobserve(self._on_channel_change, "channel")
+        for control, handler in self._control_handlers:
+            control.unobserve(handler, "value")
+        for part in (self.inputs_figure, self.kernels_figure, self.partials_figure, self.result_figure,
+                     self.kernel_values, self.figures, self.heading, self.mode, self.top_k, self.channels,
+                     self.controls, self.message):
+            part.close()
+        super().close()
+
+
+def _kernel_tables(b: FilterBreakdown) -> str:
+    """Small tables of the kernel weights, one per shown channel, in the order of the tiles."""
+    tables = []
+    for i, c in enumerate(b.channels):
+        rows = "".join("<tr>" + "".join(f'<td style="padding: 0 4px; text-align: right">{format_number(v)}</td>'
+                                        for v in row) + "</tr>" for row in b.kernels[:, :, i])
+        tables.append(f'<table style="display: inline-table; margin-right: 12px; font-family: monospace; '
+                      f'font-size: 11px"><caption style="font-size: 11px">channel {c}</caption>{rows}</table>')
+    bias = f"<small>bias {format_number(b.bias)}</small>"
+    return f'<div class="cnnviz-kernel-values">{"".join(tables)} {bias}</div>'

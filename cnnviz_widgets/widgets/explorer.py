@@ -1,0 +1,205 @@
+"""`Explorer`: every control and view of cnnviz_widgets on one `ModelState`, in one notebook cell.
+
+The controls are linked both ways to the state's traits, so moving a slider, clicking a tile or setting
+`explorer.state.layer = "block3_conv1"` from code all move every view. The views never talk to each other.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import ipywidgets
+import traitlets
+
+from .. import images, render
+from ..errors import CnnvizError
+from ..state import ModelState
+from .effect import FilterEffect
+from .grids import ActivationGrid, WeightGrid
+from .summary import LayerSummary
+
+MAX_UPLOAD_BYTES = 20 * 2**20
+"""Largest accepted upload (20 MiB): bigger files are refused with a message before decoding."""
+
+_BUSY_TEXT = "running the network…"
+
+
+class Explorer(ipywidgets.VBox):
+    """Layer, channel, filter, image and display controls plus the four views, bound to one `ModelState`.
+
+    Parameters
+    ----------
+    model_or_state
+        A `ModelState` to drive (shared with other views), a `keras.Model`, or a preset name ("vgg16").
+    image
+        Anything `load_image` takes, or a sample name; default: the state's image (the astronaut sample).
+
+    Attributes
+    ----------
+    state : ModelState
+        What every control and view is bound to; set its traits from code to drive the explorer.
+    """
+
+    def __init__(self, model_or_state: Any = "vgg16", image: Any = None):
+        if isinstance(model_or_state, ModelState):
+            self.state = model_or_state
+            if image is not None:
+                self.state.set_image(image)
+        else:
+            self.state = ModelState(model_or_state, image=image)
+        state = self.state
+        self._links: list[Any] = []
+        self._setting_picker = False  # True while the picker follows the state, so it does not load again
+        self._state_handlers: list[tuple[Any, list[str]]] = []
+
+        self.header = _with_class(ipywidgets.HTML(""), "cnnviz-header")
+        self.layer_slider = _with_class(ipywidgets.SelectionSlider(
+            options=state.layers, value=state.layer, description="layer", continuous_update=True,
+            layout=ipywidgets.Layout(width="420px")), "cnnviz-layer-slider")
+        self.channel_slider = _with_class(ipywidgets.IntSlider(
+            value=state.channel, min=0, max=state.n_channels() - 1, description="input channel",
+            continuous_update=True, style={"description_width": "initial"}), "cnnviz-channel-slider")
+        self.filter_slider = _with_class(ipywidgets.IntSlider(
+            value=state.filter, min=0, max=state.n_filters() - 1, description="filter",
+            continuous_update=True), "cnnviz-filter-slider")
+        self.image_picker = _with_class(ipywidgets.Dropdown(
+            options=images.sample_names(), value=None, description="image"), "cnnviz-image-picker")
+        self.upload = _with_class(ipywidgets.FileUpload(
+            accept="image/*", multiple=False, description="upload image"), "cnnviz-upload")
+        self.colormap_picker = _with_class(ipywidgets.Dropdown(
+            options=list(render.COLORMAPS), value=state.colormap, description="colours"), "cnnviz-colormap-picker")
+        self.normalization_picker = _with_class(ipywidgets.Dropdown(
+            options=[(mode.replace("_", " "), mode) for mode in render.NORMALIZATIONS], value=state.normalization,
+            description="scaling"), "cnnviz-normalization-picker")
+        self.message = _with_class(ipywidgets.HTML(""), "cnnviz-message")
+        self.status = _with_class(ipywidgets.HTML(""), "cnnviz-status")
+
+        self.activation_grid = ActivationGrid(state)
+        self.weight_grid = WeightGrid(state)
+        self.filter_effect = FilterEffect(state)
+        self.layer_summary = LayerSummary(state)
+        self.tabs = _with_class(ipywidgets.Tab(
+            children=[self.activation_grid, self.weight_grid, self.filter_effect, self.layer_summary],
+            titles=("Activations", "Weights", "Filter effect", "Layers")), "cnnviz-tabs")
+
+        for trait, control in (("layer", self.layer_slider), ("channel", self.channel_slider),
+                               ("filter", self.filter_slider), ("colormap", self.colormap_picker),
+                               ("normalization", self.normalization_picker)):
+            self._links.append(ipywidgets.link((state, trait), (control, "value")))
+        self._observe_state(self._on_layer_change, ["layer"])
+        self._observe_state(self._on_image_change, ["image"])
+        self._observe_state(self._on_busy_change, ["busy", "status"])
+        self.tabs.observe(self._on_tab_change, "selected_index")
+        self.image_picker.observe(self._on_image_picked, "value")
+        self.upload.observe(self._on_upload, "value")
+
+        self.controls = ipywidgets.VBox([
+            _with_class(ipywidgets.HBox([self.layer_slider, self.channel_slider, self.filter_slider]),
+                        "cnnviz-index-controls"),
+            _with_class(ipywidgets.HBox([self.image_picker, self.upload, self.colormap_picker,
+                                         self.normalization_picker]), "cnnviz-display-controls"),
+        ])
+        self.controls.add_class("cnnviz-controls")
+        super().__init__(children=[self.header, self.controls, self.message, self.tabs, self.status])
+        self.add_class("cnnviz-explorer")
+        self._on_tab_change(None)
+        self._on_layer_change(None)
+        self._on_image_change(None)
+        self._on_busy_change(None)
+
+    # -- state -> controls -----------------------------------------------------------------------------
+
+    def _observe_state(self, handler: Any, names: list[str]) -> None:
+        self.state.observe(handler, names)
+        self._state_handlers.append((handler, names))
+
+    def _on_layer_change(self, _change: traitlets.Bunch | None) -> None:
+        state = self.state
+        with self.channel_slider.hold_sync(), self.filter_slider.hold_sync():
+            # the state has already clamped channel and filter to the new layer, so the values stay valid
+            self.channel_slider.max = state.n_channels() - 1
+            self.filter_slider.max = state.n_filters() - 1
+            self.channel_slider.value, self.filter_slider.value = state.channel, state.filter
+            self.channel_slider.disabled = state.layer_kind() != "conv"  # only a conv filter has input channels
+
+    def _on_image_change(self, _change: traitlets.Bunch | None) -> None:
+        info = self.state.describe()
+        note = f" · {html.escape(info['input_note'])}" if info["input_note"] else ""
+        self.header.value = (f"<b>{html.escape(info['model'])}</b> · weights: {html.escape(info['weights'])} · "
+                             f"input {info['input_size']} ({html.escape(info['preprocess'])} preprocessing){note}")
+        name = self.state.image_name
+        self._setting_picker = True
+        try:  # a picture that is not a sample leaves the picker empty rather than naming the wrong one
+            self.image_picker.value = name if name in images.SAMPLE_IMAGES else None
+        finally:
+            self._setting_picker = False
+
+    def _on_busy_change(self, _change: traitlets.Bunch | None) -> None:
+        self.status.value = _BUSY_TEXT if self.state.busy else html.escape(self.state.status)
+
+    def _on_tab_change(self, _change: traitlets.Bunch | None) -> None:
+        # Grids in background tabs skip their redraws (the activation mosaic costs tens of ms a frame while a
+        # slider is dragged) and catch up when their tab is opened.
+        selected = self.tabs.selected_index
+        self.activation_grid.active = selected in (None, 0)
+        self.weight_grid.active = selected == 1
+        self.filter_effect.active = selected == 2
+
+    # -- controls -> state -----------------------------------------------------------------------------
+
+    def _on_image_picked(self, change: traitlets.Bunch) -> None:
+        if self._setting_picker or change["new"] is None:
+            return
+        self._set_image(change["new"], name=change["new"])
+
+    def _on_upload(self, change: traitlets.Bunch) -> None:
+        files = change["new"]
+        if not files:
+            return
+        upload = files[0]
+        name, size = upload.get("name", "upload"), int(upload.get("size", len(upload["content"])))
+        if size > MAX_UPLOAD_BYTES:
+            self._show_error(f"{name} is {size / 2**20:.1f} MiB; uploads up to {MAX_UPLOAD_BYTES // 2**20} MiB "
+                             "are accepted. The previous image stays.")
+        else:
+            self._set_image(bytes(upload["content"]), name=name)
+        self.upload.value = ()  # so the same file can be chosen again
+
+    def _set_image(self, source: Any, name: str) -> None:
+        try:
+            self.state.set_image(source, name=name)
+        except CnnvizError as error:
+            text = str(error).rstrip()
+            self._show_error(f"{text}{'' if text.endswith('.') else '.'} The previous image stays.")
+        else:
+            self.message.value = ""
+
+    def _show_error(self, text: str) -> None:
+        self.message.value = f'<span style="color: #c62828">{html.escape(text)}</span>'
+
+    # -- lifetime --------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Unlink the controls, stop observing the state and close every child widget."""
+        for link in getattr(self, "_links", []):
+            link.unlink()
+        for handler, names in getattr(self, "_state_handlers", []):
+            self.state.unobserve(handler, names)
+        self._links, self._state_handlers = [], []
+        # getattr: close() also runs (from __del__) on an explorer whose __init__ failed half way
+        controls = getattr(self, "controls", None)
+        names = ("activation_grid", "weight_grid", "filter_effect", "layer_summary", "tabs", "header",
+                 "layer_slider", "channel_slider", "filter_slider", "image_picker", "upload", "colormap_picker",
+                 "normalization_picker", "message", "status")
+        parts = [getattr(self, name, None) for name in names]
+        parts += [*controls.children, controls] if controls is not None else []
+        for part in parts:
+            if part is not None:
+                part.close()
+        super().close()
+
+
+def _with_class(widget: ipywidgets.DOMWidget, css_class: str) -> Any:
+    widget.add_class(css_class)
+    return widget

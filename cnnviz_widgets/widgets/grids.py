@@ -1,0 +1,417 @@
+"""`WeightGrid` and `ActivationGrid`: one layer's filters or activation maps as one clickable mosaic.
+
+Both views take a `ModelState`, observe only the traits that change their picture, and draw through
+`MosaicFigure`. Layers with more tiles than a page holds are paged; the page follows `state.filter`, so the
+selected filter is always on screen, and picking another page moves the selection onto it. A redraw happens
+only when the picture's inputs changed (a "picture key"); moving the selection within a page only moves the
+outline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets
+import numpy as np
+import traitlets
+
+from .. import render
+from ..errors import CnnvizError
+from ._common import as_state, format_number
+from .mosaic import MosaicFigure
+
+_KERNEL_TILE_PX = 24  # a 3×3 kernel is sent as 24×24 px of crisp cells rather than blurred by the browser
+_WEIGHT_PAD, _WEIGHT_PAD_GREY = 2, 64  # dark gaps: white is a zero weight in coolwarm, mid grey in RGB view
+_WEIGHT_CMAP = "coolwarm"  # diverging: negative blue, zero white, positive red
+
+
+
+
+
+
+
+
+class _PagedMosaicView(ipywidgets.VBox):
+    """Common part of the grid views: state observers, paging that follows `state.filter`, the figure."""
+
+    page = traitlets.Int(0, help="Page shown, 0-based: tiles page * page_size .. (page + 1) * page_size - 1.")
+    active = traitlets.Bool(True, help="False while the view is hidden (e.g. a background tab): state changes "
+                                       "are not drawn until it is active again.")
+    _observed_traits: tuple[str, ...] = ()
+    _tile_word = "map"
+
+    def __init__(self, state_or_model: Any, *, page_size: int, css_class: str, width_px: int = 420):
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise CnnvizError(f"page_size must be an integer >= 1; got {page_size!r}")
+        self.state = as_state(state_or_model)
+        self.page_size = page_size
+        self._drawn_key: tuple | None = None
+        self._syncing = False
+        self._state_handlers: list[tuple[Callable, list[str]]] = []
+
+        self.figure = MosaicFigure(css_class=f"{css_class}-mosaic", width_px=width_px)
+        self.figure.on_tile_click(self._on_tile_click)
+        self.message = ipywidgets.HTML("")
+        self.message.add_class("cnnviz-view-message")
+        self.page_slider = ipywidgets.IntSlider(value=1, min=1, max=1, description="page",
+                                                continuous_update=True, layout=ipywidgets.Layout(width="220px"))
+        self.page_slider.add_class("cnnviz-page-slider")
+        self.page_label = ipywidgets.HTML("")
+        self.page_label.add_class("cnnviz-page-label")
+        self.page_slider.observe(self._on_page_slider, "value")
+        self.controls = ipywidgets.HBox([self.page_slider, self.page_label, *self._extra_controls()])
+        self.controls.add_class("cnnviz-view-controls")
+        super().__init__(children=[self.controls, self.message, self.figure])
+        self.add_class(css_class)
+        self._observe_state(self._on_state_change, list(self._observed_traits))
+        self._sync()
+
+    # -- hooks for the subclasses ----------------------------------------------------------------------
+
+    def _extra_controls(self) -> list[ipywidgets.Widget]:
+        return []
+
+    def _tile_count(self) -> int | None:
+        """How many tiles the current layer has, or None when there is nothing to draw (see `_message`)."""
+        raise NotImplementedError
+
+    def _message(self) -> str:
+        return ""
+
+    def _picture_key(self) -> tuple:
+        """Everything the picture depends on (besides the page); a redraw happens when it changes."""
+        raise NotImplementedError
+
+    def _draw(self, shown: list[int]) -> None:
+        """Render tiles `shown` (map indices of one page) into `self.figure`."""
+        raise NotImplementedError
+
+    # -- state and paging ------------------------------------------------------------------------------
+
+    @property
+    def redraws(self) -> int:
+        """How many times this view's picture was actually redrawn."""
+        return self.figure.redraws
+
+    @property
+    def pages(self) -> int:
+        """How many pages the current layer needs (1 when it has nothing to draw)."""
+        count = self._tile_count()
+        return 1 if count is None else math.ceil(count / self.page_size)
+
+    @property
+    def shown(self) -> list[int]:
+        """Map indices on the current page."""
+        count = self._tile_count() or 0
+        return list(range(self.page * self.page_size, min(count, (self.page + 1) * self.page_size)))
+
+    def _observe_state(self, handler: Callable, names: list[str]) -> None:
+        self.state.observe(handler, names)
+        self._state_handlers.append((handler, names))
+
+    @traitlets.validate("page")
+    def _validate_page(self, proposal: traitlets.Bunch) -> int:
+        return max(0, min(int(proposal["value"]), self.pages - 1))
+
+    @traitlets.observe("page")
+    def _on_page_change(self, change: traitlets.Bunch) -> None:
+        if self._syncing:
+            return
+        # The selected filter must stay visible: move it onto the page the user picked, same place.
+        selected = self.state.filter
+        if selected // self.page_size != change["new"]:
+            self.state.filter = change["new"] * self.page_size + selected % self.page_size
+        self._sync()
+
+    @traitlets.observe("active")
+    def _on_active_change(self, change: traitlets.Bunch) -> None:
+        if change["new"]:
+            self._sync()  # catch up with whatever changed while hidden
+
+    def _on_page_slider(self, change: traitlets.Bunch) -> None:
+        if not self._syncing:
+            self.page = change["new"] - 1
+
+    def _on_state_change(self, _change: traitlets.Bunch) -> None:
+        self._sync()
+
+    def _on_tile_click(self, index: int) -> None:
+        self.state.filter = index
+
+    def _sync(self) -> None:
+        """Bring page, controls and picture up to date with the state; draw only if the picture changed."""
+        if self._syncing or not self.active:
+            return
+        self._syncing = True
+        try:
+            count = self._tile_count()
+            if count is None:
+                self._show_message_only()
+                return
+            pages = math.ceil(count / self.page_size)
+            self.page = self.state.filter // self.page_size
+            shown = self.shown
+            with self.page_slider.hold_sync(), self.page_label.hold_sync():
+                self.page_slider.max = pages
+                self.page_slider.value = self.page + 1
+                self.page_slider.layout.display = None if pages > 1 else "none"
+                self.page_label.value = (f"{self._tile_word}s {shown[0]}–{shown[-1]} of {count}" if pages > 1
+                                         else "")
+            self.message.value = self._message()
+            self.figure.layout.display = None
+            key = (*self._picture_key(), self.page)
+            if key != self._drawn_key:
+                self._draw(shown)
+                self._drawn_key = key
+            self.figure.highlight(self.state.filter)
+        finally:
+            self._syncing = False
+
+    def _show_message_only(self) -> None:
+        self.page = 0
+        self.page_slider.layout.display = "none"
+        self.page_label.value = ""
+        self.figure.layout.display = "none"
+        self.message.value = f'<span style="color: #555">{self._message()}</span>'
+        self._drawn_key = None
+
+    def close(self) -> None:
+        """Stop observing the state and close every child widget."""
+        if not hasattr(self, "figure"):  # __init__ refused its arguments: nothing was built
+            super().close()
+            return
+        for handler, names in self._state_handlers:
+            self.state.unobserve(handler, names)
+        self._state_handlers.clear()
+        for child in (self.figure, self.message, self.page_slider, self.page_label, self.controls,
+                      *self._extra_controls_built()):
+            child.close()
+        super().close()
+
+    def _extra_controls_built(self) -> list[ipywidgets.Widget]:
+        return []
+
+
+class WeightGrid(_PagedMosaicView):
+    """The filters of `state.layer` at input channel `state.channel`: one tile per filter.
+
+    Parameters
+    ----------
+    state_or_model
+        A `ModelState` to follow (shared with other views), or a model / preset name to make one.
+    page_size
+        Filters per page; a layer with more is paged (the page follows `state.filter`).
+    css_class
+        Class of the root widget, for browser tests and styling.
+
+    Each tile is the (kh, kw) kernel slice `kernel[:, :, channel, filter]`, upscaled so 3×3 cells stay crisp,
+    coloured with a diverging map symmetric around 0 over ALL of the layer's kernels (every channel and page
+    shares one scale, so tiles can be compared). For layers fed 3 channels, `rgb = True` shows each filter's
+    three channel slices as one colour tile. Clicking a tile selects that filter.
+    """
+
+    rgb = traitlets.Bool(False, help="Show each filter's 3 input-channel kernels as one colour tile.")
+    _observed_traits = ("layer", "channel", "filter")
+    _tile_word = "filter"
+
+    def __init__(self, state_or_model: Any, *, page_size: int = 64, css_class: str = "cnnviz-weight-grid",
+                 width_px: int = 420):
+        self._kernel_cache: tuple[str, np.ndarray, np.ndarray, float, np.ndarray] | None = None
+        super().__init__(state_or_model, page_size=page_size, css_class=css_class, width_px=width_px)
+
+    def _extra_controls(self) -> list[ipywidgets.Widget]:
+        self.rgb_toggle = ipywidgets.ToggleButton(value=False, description="RGB view",
+                                                  tooltip="the filter's 3 input-channel kernels as one colour tile")
+        self.rgb_toggle.add_class("cnnviz-rgb-toggle")
+        self._rgb_link: ipywidgets.link | None = ipywidgets.link((self.rgb_toggle, "value"), (self, "rgb"))
+        return [self.rgb_toggle]
+
+    def _extra_controls_built(self) -> list[ipywidgets.Widget]:
+        if self._rgb_link is not None:  # close() may run twice (again from __del__)
+            self._rgb_link.unlink()
+            self._rgb_link = None
+        return [self.rgb_toggle]
+
+    @traitlets.observe("rgb")
+    def _on_rgb_change(self, _change: traitlets.Bunch) -> None:
+        self._sync()
+
+    # -- what to draw ----------------------------------------------------------------------------------
+
+    def _tile_count(self) -> int | None:
+        return self.state.n_filters() if self.state.layer_kind() == "conv" else None
+
+    def _can_rgb(self) -> bool:
+        return self.state.layer_kind() == "conv" and self.state.n_channels() == 3
+
+    def _rgb_shown(self) -> bool:
+        return self.rgb and self._can_rgb()
+
+    def _message(self) -> str:
+        layer = self.state.layer
+        if self.state.layer_kind() != "conv":
+            node = self.state.graph.node(layer)
+            return f"{layer} ({node.class_name}) has no weights: pick a convolution layer to see its filters."
+        note = self.state.weights_note()
+        return "" if note == "Conv2D kernel" else note
+
+    def _picture_key(self) -> tuple:
+        rgb = self._rgb_shown()
+        self.rgb_toggle.layout.display = None if self._can_rgb() else "none"
+        return (self.state.layer, None if rgb else self.state.channel, rgb)
+
+    def _kernel(self) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+        """(kernel (kh, kw, c_in, c_out), bias (c_out,), max |w| over the layer, max |w| per input channel)."""
+        layer = self.state.layer
+        if self._kernel_cache is None or self._kernel_cache[0] != layer:
+            kernel, bias = self.state.weights(layer)
+            magnitude = np.abs(kernel)
+            per_channel = magnitude.max(axis=(0, 1, 3))  # for the RGB view: each colour scaled on its own
+            self._kernel_cache = (layer, kernel, bias, float(per_channel.max()), per_channel)
+        return self._kernel_cache[1:]
+
+    def channel_meaning(self, channel: int | None = None) -> str:
+        """Words for input channel `channel` (default `state.channel`) of the current layer's filters."""
+        channel = self.state.channel if channel is None else channel
+        previous = self.state.previous_layer()
+        if previous != self.state.input_layer:
+            return f"map {channel} of {previous}"
+        names = self.state.fed_channel_names()
+        mode = self.state.model_input.preprocess
+        if names is None:
+            return f"channel {channel} of the fed input ({mode} preprocessing)"
+        if names == ("B", "G", "R"):  # worth saying: channel 0 is not red
+            return f"{names[channel]} of the fed input: {mode} preprocessing feeds {', '.join(names)}"
+        return f"{names[channel]} of the input image"
+
+    def rgb_mapping(self) -> tuple[list[int], str]:
+        """Which fed channel goes to red, green and blue in the RGB view, and that said in words."""
+        names = self.state.fed_channel_names() if self.state.previous_layer() == self.state.input_layer else None
+        if names is None or len(names) != 3:
+            return [0, 1, 2], "red = input channel 0, green = 1, blue = 2"
+        order = [names.index(colour) for colour in "RGB"]
+        words = ", ".join(f"{colour} = fed channel {c} ({names[c]})"
+                          for colour, c in zip(("red", "green", "blue"), order, strict=True))
+        return order, words
+
+    def _draw(self, shown: list[int]) -> None:
+        kernel, bias, magnitude, per_channel = self._kernel()
+        first, last = shown[0], shown[-1] + 1
+        layer, n = self.state.layer, kernel.shape[3]
+        factor = max(1, math.ceil(_KERNEL_TILE_PX / max(kernel.shape[:2])))
+        page_words = f"filters {first}–{last - 1} of {n}"
+        if self._rgb_shown():
+            order, words = self.rgb_mapping()
+            units = [render.normalize(kernel[:, :, c, first:last], "symmetric",
+                                      value_range=(-_nonzero(per_channel[c]), _nonzero(per_channel[c])))[0]
+                     for c in order]
+            tiles = render.apply_colormap(np.stack(units, axis=-1), "grey")  # grey's table: unit -> uint8 as is
+            slices = kernel[:, :, :, first:last]
+            title = f"{layer} filters, RGB view ({words}; each colour symmetric, grey = 0) · {page_words}"
+            colorbar = None
+        else:
+            channel = self.state.channel
+            unit, _ = render.normalize(kernel[:, :, channel, first:last], "symmetric",
+                                       value_range=(-_nonzero(magnitude), _nonzero(magnitude)))
+            tiles = render.apply_colormap(unit, _WEIGHT_CMAP)
+            slices = kernel[:, :, channel, first:last]
+            title = (f"{layer} filters at input channel {channel} ({self.channel_meaning(channel)}) · "
+                     f"{page_words} · symmetric over all {layer} kernels")
+            colorbar = (_WEIGHT_CMAP, -_nonzero(magnitude), _nonzero(magnitude))
+        mosaic = render.tile_maps(render.scale_up(tiles, factor), indices=shown, pad=_WEIGHT_PAD,
+                                  pad_value=_WEIGHT_PAD_GREY)
+        flat = slices.reshape(-1, last - first)
+        lows, highs = flat.min(axis=0), flat.max(axis=0)
+        tooltips = [f"filter {i}: min {format_number(lo)}, max {format_number(hi)}, bias {format_number(bias[i])}"
+                    for i, lo, hi in zip(shown, lows, highs, strict=True)]
+        self.figure.show(mosaic, title=title, tooltips=tooltips, colorbar=colorbar, colorbar_label="weight",
+                         highlight=self.state.filter)
+
+
+class ActivationGrid(_PagedMosaicView):
+    """The current layer's activation maps for the current image, as one mosaic.
+
+    Parameters
+    ----------
+    state_or_model
+        A `ModelState` to follow (shared with other views), or a model / preset name to make one.
+    page_size
+        Maps per page; a layer with more is paged (the page follows `state.filter`).
+    max_tile_px
+        Maps are average-pooled to at most this many pixels a side before they are normalised and sent.
+    css_class
+        Class of the root widget.
+
+    Uses `state.normalization` and `state.colormap`. The input layer shows the fed channels (after
+    preprocessing); pooling layers show their output maps. Clicking a tile selects that channel as the filter.
+    """
+
+    _observed_traits = ("layer", "image", "normalization", "colormap", "filter")
+    _tile_word = "channel"
+
+    def __init__(self, state_or_model: Any, *, page_size: int = 64, max_tile_px: int = 112,
+                 css_class: str = "cnnviz-activation-grid", width_px: int = 420):
+        if isinstance(max_tile_px, bool) or not isinstance(max_tile_px, int) or max_tile_px < 1:
+            raise CnnvizError(f"max_tile_px must be an integer >= 1; got {max_tile_px!r}")
+        self.max_tile_px = max_tile_px
+        self._extremes: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # layer -> (min, max) per map
+        self._extremes_input: Any = None
+        super().__init__(state_or_model, page_size=page_size, css_class=css_class, width_px=width_px)
+
+    def _tile_count(self) -> int | None:
+        return self.state.n_filters()
+
+    def _picture_key(self) -> tuple:
+        # id() of the prepared input names the image; holding the object keeps that id from being reused
+        self._drawn_input = self.state.model_input
+        return (self.state.layer, id(self._drawn_input), self.state.normalization, self.state.colormap)
+
+    def channel_label(self, index: int) -> str:
+        """"channel 5", or "channel 0 (B)" for the model input, whose channel meanings are known."""
+        if self.state.layer == self.state.input_layer:
+            names = self.state.fed_channel_names()
+            if names is not None and index < len(names):
+                return f"channel {index} ({names[index]})"
+        return f"channel {index}"
+
+    def _map_extremes(self, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Unpooled min and max of every map of the layer, once per (layer, image): the tooltips' values."""
+        if self._extremes_input is not self.state.model_input:  # a new image: the old values are stale
+            self._extremes_input, self._extremes = self.state.model_input, {}
+        layer = self.state.layer
+        if layer not in self._extremes:
+            # rows first, then columns: both reductions run over contiguous memory (4x faster than axis=(0, 1))
+            self._extremes[layer] = (maps.min(axis=0).min(axis=0), maps.max(axis=0).max(axis=0))
+        return self._extremes[layer]
+
+    def _draw(self, shown: list[int]) -> None:
+        state = self.state
+        maps = state.activation()
+        mode, cmap = state.normalization, state.colormap
+        mosaic, ranges = render.render_mosaic(maps, mode, cmap, max_side=self.max_tile_px, indices=shown)
+        lows, highs = self._map_extremes(maps)
+        tooltips = [f"{self.channel_label(i)}: min {format_number(lows[i])}, max {format_number(highs[i])}"
+                    for i in shown]
+        layer, n = state.layer, maps.shape[2]
+        what = "fed input (after preprocessing)" if layer == state.input_layer else "activations"
+        height, width = maps.shape[:2]
+        title = (f"{layer} {what} for {state.image_name or 'the image'} · {width}×{height} maps · "
+                 f"channels {shown[0]}–{shown[-1]} of {n} · {mode.replace('_', ' ')}")
+        if mode == "per_map":
+            self.figure.show(mosaic, title=title, tooltips=tooltips, colorbar=(cmap, 0.0, 1.0),
+                             colorbar_ends=("tile min", "tile max"),
+                             colorbar_label="each tile has its own range (hover a tile for its values)",
+                             highlight=state.filter)
+        else:
+            lo, hi = float(ranges[0, 0]), float(ranges[0, 1])
+            label = ("activation, one range for the whole layer" if mode == "per_layer"
+                     else "activation, symmetric around 0")
+            self.figure.show(mosaic, title=title, tooltips=tooltips, colorbar=(cmap, lo, hi),
+                             colorbar_label=label, highlight=state.filter)
+
+
+def _nonzero(magnitude: float) -> float:
+    """A symmetric range's half width; 1 for an all-zero kernel so the range stays valid (it shows as 0)."""
+    return float(magnitude) if magnitude > 0 else 1.0

@@ -1,0 +1,301 @@
+"""`MosaicFigure`: one bqplot Figure showing one mosaic picture, with hover labels, clicks and a colour bar.
+
+A grid of N maps is drawn as ONE `bqplot.Image` mark (not N figures, not a HeatMap: both are many times slower
+in the browser). The mark's scales run over grid cells, x in [0, cols] and y in [0, rows], so a click in data
+coordinates names its cell directly. Views (WeightGrid, ActivationGrid, FilterEffect) render the mosaic with
+`cnnviz_widgets.render` and hand it here; this module only ships pictures and events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import bqplot
+import ipywidgets
+import numpy as np
+
+from .. import render
+from ..errors import CnnvizError
+
+_MARGIN = dict(top=2, bottom=2, left=2, right=2)  # no axes on the mosaic: keep the picture edge to edge
+_COLORBAR_HEIGHT_PX = 62  # strip + tick labels underneath
+_COLORBAR_MARGIN = dict(top=4, bottom=30, left=14, right=14)
+_HIGHLIGHT_COLOR = "#ff7f0e"  # orange: stands out on grey, coolwarm, viridis and magma alike
+
+
+class MosaicFigure(ipywidgets.VBox):
+    """One bqplot Figure showing one mosaic picture (a single bqplot Image mark), a title, an optional colour bar.
+
+    Parameters
+    ----------
+    css_class
+        Added to the root box (browser tests find the view by it); the parts get "cnnviz-mosaic-title",
+        "cnnviz-mosaic-figure" and "cnnviz-colorbar".
+    width_px
+        Width of the figure in the page; its height follows the mosaic's aspect ratio.
+    colorbar
+        Whether a colour bar may be shown (it is drawn only when `show` gets one).
+    """
+
+    def __init__(self, *, css_class: str | None = None, width_px: int = 420, colorbar: bool = True):
+        self.width_px = int(width_px)
+        self.mosaic: render.Mosaic | None = None
+        self.redraws = 0
+        self._click_callbacks: list[Callable[[int], None]] = []
+        self._last_drawn: tuple | None = None  # what the browser shows now, to skip identical redraws
+
+        self.title = ipywidgets.HTML("")
+        self.title.add_class("cnnviz-mosaic-title")
+        self._x_scale = bqplot.LinearScale(min=0.0, max=1.0, allow_padding=False)
+        self._y_scale = bqplot.LinearScale(min=0.0, max=1.0, allow_padding=False)
+        scales = {"x": self._x_scale, "y": self._y_scale}
+        self.image_mark = bqplot.Image(image=_blank_image(), x=[0, 1], y=[0, 1], scales=scales)
+        # The Image mark has no tooltips and no hover events (bqplot issue 1293): an invisible square marker
+        # per tile carries the hover label, and its clicks select like clicks on the picture.
+        self._hover_marks = bqplot.Scatter(
+            x=[], y=[], names=[], display_names=False, marker="square", opacities=[0.0], scales=scales,
+            tooltip=bqplot.Tooltip(fields=["name"]), interactions={"hover": "tooltip"},
+            selected_style={}, unselected_style={},
+        )
+        self.image_mark.on_element_click(self._on_image_click)
+        self._hover_marks.on_element_click(self._on_marker_click)
+        self._highlighted: int | None = None
+        self._outline = bqplot.Lines(x=[0.0], y=[0.0], scales=scales, colors=[_HIGHLIGHT_COLOR], stroke_width=3,
+                                     visible=False, interactions={}, apply_clip=False)
+        self.figure = bqplot.Figure(
+            marks=[self.image_mark, self._outline, self._hover_marks], axes=[], fig_margin=dict(_MARGIN),
+            padding_x=0.0, padding_y=0.0, min_aspect_ratio=0.01, max_aspect_ratio=100.0,
+            layout=ipywidgets.Layout(width=f"{self.width_px}px", height=f"{self.width_px}px"),
+        )
+        self.figure.add_class("cnnviz-mosaic-figure")
+
+        self._colorbar_figure: bqplot.Figure | None = None
+        self._colorbar_cmap: str | None = None
+        children: list[ipywidgets.Widget] = [self.title, self.figure]
+        if colorbar:
+            self._bar_scale = bqplot.LinearScale(min=0.0, max=1.0, allow_padding=False)
+            self._bar_mark = bqplot.Image(image=_blank_image(), x=[0, 1], y=[0, 1],
+                                          scales={"x": self._bar_scale, "y": bqplot.LinearScale(min=0, max=1)})
+            self._bar_axis = bqplot.Axis(scale=self._bar_scale, side="bottom",
+                                         grid_lines="none", tick_format=".3~g")
+            self._colorbar_figure = bqplot.Figure(
+                marks=[self._bar_mark], axes=[self._bar_axis], fig_margin=dict(_COLORBAR_MARGIN),
+                padding_x=0.0, padding_y=0.0, min_aspect_ratio=0.01, max_aspect_ratio=100.0,
+                layout=ipywidgets.Layout(width=f"{self.width_px}px", height=f"{_COLORBAR_HEIGHT_PX}px",
+                                         display="none"),
+            )
+            self._colorbar_figure.add_class("cnnviz-colorbar")
+            children.append(self._colorbar_figure)
+        super().__init__(children=children)
+        if css_class:
+            self.add_class(css_class)
+
+    # -- drawing ---------------------------------------------------------------------------------------
+
+    def show(self, mosaic: render.Mosaic, *, title: str, tooltips: Sequence[str] | None = None,
+             colorbar: tuple[str, float, float] | None = None, fmt: str = "png",
+             colorbar_label: str = "", colorbar_ends: tuple[str, str] | None = None,
+             highlight: int | None = None) -> None:
+        """Draw `mosaic.image`, set the title, hover labels and colour bar, in one synced update.
+
+        Parameters
+        ----------
+        mosaic
+            What to draw; its grid (rows, cols, indices) maps clicks back to map indices.
+        title
+            Plain text (escaped) shown above the figure.
+        tooltips
+            One hover label per shown tile, in tile order (len(mosaic.indices)); default "map <index>".
+        colorbar
+            (colour map name, value shown at 0, value shown at 1), or None for no colour bar.
+        fmt
+            "png" (lossless, compress level 1: fast) or "jpeg" (smaller, for photos).
+        colorbar_label
+            Caption under the colour bar (e.g. "weight value").
+        colorbar_ends
+            Words for the two ends instead of numbers, e.g. ("tile min", "tile max") when every tile has its
+            own range.
+        highlight
+            Map index to outline (see `highlight`); None keeps the current one if this mosaic still shows it.
+        """
+        labels = [f"map {i}" for i in mosaic.indices] if tooltips is None else [str(t) for t in tooltips]
+        if len(labels) != len(mosaic.indices):
+            raise CnnvizError(f"tooltips must have one label per tile ({len(mosaic.indices)}); "
+                                     f"got {len(labels)}")
+        if fmt not in ("png", "jpeg"):
+            raise CnnvizError(f"fmt must be 'png' or 'jpeg'; got {fmt!r}")
+        encoded = render.encode_png(mosaic.image) if fmt == "png" else render.encode_jpeg(mosaic.image)
+        bar = None if colorbar is None else (str(colorbar[0]), float(colorbar[1]), float(colorbar[2]))
+        ends = None if colorbar_ends is None else (str(colorbar_ends[0]), str(colorbar_ends[1]))
+        drawn = (encoded, title, tuple(labels), bar, mosaic.rows, mosaic.cols, colorbar_label, ends)
+        self.mosaic = mosaic  # clicks use the newest grid even when the picture is unchanged
+        wanted = self._highlighted if highlight is None else highlight
+        if drawn == self._last_drawn:
+            if wanted != self._highlighted:  # same picture and grid: only the outline may move
+                self.highlight(wanted)
+            return
+        self._last_drawn = drawn
+        widgets = [self.image_mark, self._hover_marks, self._outline, self._x_scale, self._y_scale, self.figure,
+                   self.title]
+        if self._colorbar_figure is not None:
+            widgets += [self._bar_mark, self._bar_scale, self._bar_axis, self._colorbar_figure]
+        with contextlib.ExitStack() as stack:
+            for widget in widgets:
+                stack.enter_context(widget.hold_sync())
+            self._draw_picture(mosaic, encoded, fmt)
+            self._draw_hover_marks(mosaic, labels)
+            self.title.value = f"<b>{html.escape(title)}</b>"
+            self._draw_colorbar(bar, colorbar_label, ends)
+            self._draw_outline(wanted)
+        self.redraws += 1
+
+    def highlight(self, index: int | None) -> None:
+        """Outline the tile of map `index` (None, or a map this mosaic does not show: no outline).
+
+        The outline is a separate line mark over the picture, so moving the selection inside a page sends a
+        few numbers instead of a new picture.
+        """
+        with self._outline.hold_sync():
+            self._draw_outline(index)
+
+    @property
+    def highlighted(self) -> int | None:
+        """The map index whose tile is outlined, or None."""
+        return self._highlighted if self._outline.visible else None
+
+    def _draw_outline(self, index: int | None) -> None:
+        self._highlighted = index
+        mosaic = self.mosaic
+        if index is None or mosaic is None or index not in mosaic.indices:
+            self._outline.visible = False
+            return
+        y0, x0, y1, x1 = mosaic.tile_box(index)
+        height, width = mosaic.image.shape[:2]
+        # pixel box -> data coordinates (x over [0, cols], y over [0, rows] upwards), widened by the padding
+        half = mosaic.pad / 2
+        left, right = (x0 - half) * mosaic.cols / width, (x1 + half) * mosaic.cols / width
+        top, bottom = mosaic.rows - (y0 - half) * mosaic.rows / height, mosaic.rows - (y1 + half) * mosaic.rows / height
+        left, right = max(left, 0.0), min(right, float(mosaic.cols))  # on the figure's edge, not beyond it
+        bottom, top = max(bottom, 0.0), min(top, float(mosaic.rows))
+        self._outline.x = [left, right, right, left, left]
+        self._outline.y = [top, top, bottom, bottom, top]
+        self._outline.visible = True
+
+    def _draw_picture(self, mosaic: render.Mosaic, encoded: bytes, fmt: str) -> None:
+        # A new ipywidgets.Image each time: changing .value of the shown one does not redraw the mark.
+        old = self.image_mark.image
+        self.image_mark.image = ipywidgets.Image(value=encoded, format=fmt)
+        old.close()
+        self._x_scale.min, self._x_scale.max = 0.0, float(mosaic.cols)
+        self._y_scale.min, self._y_scale.max = 0.0, float(mosaic.rows)
+        self.image_mark.x, self.image_mark.y = [0, mosaic.cols], [0, mosaic.rows]
+        height, width = mosaic.image.shape[:2]
+        plot_width = self.width_px - _MARGIN["left"] - _MARGIN["right"]
+        plot_height = max(1, round(plot_width * height / width))  # keep the picture's aspect ratio
+        self.figure.layout.height = f"{plot_height + _MARGIN['top'] + _MARGIN['bottom']}px"
+        # enlarged pictures (kernels) keep crisp cells; pictures shrunk to fit are smoothed, not aliased
+        self.image_mark.pixelated = width <= plot_width
+
+    def _draw_hover_marks(self, mosaic: render.Mosaic, labels: list[str]) -> None:
+        rows, cols = np.divmod(np.arange(len(mosaic.indices)), mosaic.cols)
+        plot_width = self.width_px - _MARGIN["left"] - _MARGIN["right"]
+        cell_px = plot_width / mosaic.cols * min(1.0, mosaic.tile_height / max(mosaic.tile_width, 1))
+        self._hover_marks.x = cols + 0.5
+        self._hover_marks.y = mosaic.rows - 1 - rows + 0.5  # row 0 is at the top, y grows upwards
+        self._hover_marks.names = np.array(labels, dtype=object)
+        self._hover_marks.default_size = max(1, int(cell_px * 0.9) ** 2)  # marker size is an area in px²
+
+    def _draw_colorbar(self, bar: tuple[str, float, float] | None, label: str,
+                       ends: tuple[str, str] | None) -> None:
+        if self._colorbar_figure is None:
+            return
+        if bar is None:
+            self._colorbar_figure.layout.display = "none"
+            return
+        cmap, lo, hi = bar
+        if cmap != self._colorbar_cmap:
+            strip = np.repeat(render.colormap_lut(cmap)[None, :, :], 8, axis=0)  # (8, 256, 3)
+            old = self._bar_mark.image
+            self._bar_mark.image = ipywidgets.Image(value=render.encode_png(strip), format="png")
+            old.close()
+            self._colorbar_cmap = cmap
+        if not hi > lo:  # a flat stack: still a readable axis
+            hi = lo + 1.0
+        self._bar_scale.min, self._bar_scale.max = lo, hi
+        self._bar_mark.x = [lo, hi]
+        ticks = [lo, hi] if ends is not None or not lo < 0 < hi else [lo, 0.0, hi]
+        self._bar_axis.tick_values = np.array(ticks, dtype=float)
+        # the front end looks tick labels up by the tick value as JavaScript prints it
+        self._bar_axis.tick_labels = {} if ends is None else {_js_number(lo): ends[0], _js_number(hi): ends[1]}
+        self._bar_axis.label = label
+        self._colorbar_figure.layout.display = None
+
+    @property
+    def colorbar_values(self) -> tuple[str, float, float] | None:
+        """(colour map, value at its low end, value at its high end) of the shown colour bar, or None."""
+        return None if self._last_drawn is None else self._last_drawn[3]
+
+    @property
+    def tooltips(self) -> list[str]:
+        """The hover label of each shown tile, in tile order."""
+        names = self._hover_marks.names
+        return [] if names is None else [str(n) for n in names]
+
+    # -- clicks ----------------------------------------------------------------------------------------
+
+    def on_tile_click(self, callback: Callable[[int], None]) -> None:
+        """Call `callback(map index)` when a tile is clicked (its index from `mosaic.indices`)."""
+        self._click_callbacks.append(callback)
+
+    def click_tile(self, row: int, col: int) -> None:
+        """What a click in grid cell (row, col) does: call the tile-click callbacks, if a tile is there."""
+        index = None if self.mosaic is None else self.mosaic.tile_index(int(row), int(col))
+        if index is None:
+            return
+        for callback in list(self._click_callbacks):
+            callback(index)
+
+    def _on_image_click(self, _mark: Any, content: dict) -> None:
+        data = content.get("data") or {}
+        if self.mosaic is None or "click_x" not in data or "click_y" not in data:
+            return
+        x, y = float(data["click_x"]), float(data["click_y"])
+        if not (0 <= x < self.mosaic.cols and 0 <= y < self.mosaic.rows):
+            return
+        self.click_tile(self.mosaic.rows - 1 - int(y), int(x))
+
+    def _on_marker_click(self, _mark: Any, content: dict) -> None:
+        data = content.get("data") or {}
+        if self.mosaic is None or data.get("index") is None:
+            return
+        row, col = divmod(int(data["index"]), self.mosaic.cols)  # markers are in tile order
+        self.click_tile(row, col)
+
+    # -- lifetime --------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the figure, its marks and pictures; forget the click callbacks."""
+        self._click_callbacks.clear()
+        parts: list[Any] = [self.image_mark.image, self.image_mark, self._outline, self._hover_marks,
+                            self._hover_marks.tooltip,
+                            self._x_scale, self._y_scale, self.figure, self.title]
+        if self._colorbar_figure is not None:
+            parts += [self._bar_mark.image, self._bar_mark, self._bar_axis, self._bar_scale,
+                      *self._bar_mark.scales.values(), self._colorbar_figure]
+        for part in parts:
+            if part is not None:
+                part.close()
+        super().close()
+
+
+def _js_number(value: float) -> str:
+    """How JavaScript's String() prints a number (1.0 -> "1"), for the axis' tick-label lookup."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _blank_image() -> ipywidgets.Image:
+    """A 1×1 white PNG: the mark needs a picture before the first `show`."""
+    return ipywidgets.Image(value=render.encode_png(np.full((1, 1), 255, np.uint8)), format="png")

@@ -1,0 +1,172 @@
+"""`LayerSummary`: the model's layer table, with the rows that count as layers marked; a click selects a layer.
+
+Each table row is one Button (a monospaced line, columns padded with spaces), built once; a layer change only
+restyles the old and the new current row, so a ResNet-sized table (~175 rows) stays cheap. Rows that cannot
+be shown as maps are disabled and say why on hover.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections import Counter
+from typing import Any
+
+import ipywidgets
+import traitlets
+
+from ..state import ModelState
+from ._common import as_state
+
+_ROW_CLASS = "cnnviz-summary-row"
+_CURRENT_STYLE = "info"
+# Monospaced rows so the space-padded columns line up; the button's own CSS centres and ellipsises text.
+_CSS = f"""<style>
+.cnnviz-layer-summary .{_ROW_CLASS}, .cnnviz-layer-summary .cnnviz-summary-head {{
+  font-family: var(--jp-code-font-family, monospace); font-size: 12px; white-space: pre;
+  text-align: left; justify-content: flex-start; padding: 0 6px; margin: 0; line-height: 22px;
+}}
+.cnnviz-layer-summary .{_ROW_CLASS}:disabled {{ opacity: 0.7; cursor: help; }}
+</style>"""
+
+
+
+
+class LayerSummary(ipywidgets.VBox):
+    """The layer table of a model: name, type, output shape, parameters; click a row to select that layer.
+
+    Parameters
+    ----------
+    state_or_model
+        A `ModelState` (shared with other views), or anything `ModelState` takes as a model.
+    css_class
+        Added to the root box (browser tests find the view by it).
+
+    The "#" column numbers the rows that count as layers (those with parameters: what the 16 of VGG16
+    counts). The current layer's row is highlighted and follows `state.layer`.
+    """
+
+    def __init__(self, state_or_model: Any, *, css_class: str = "cnnviz-layer-summary"):
+        self._closed = True  # until fully built: a failed __init__ leaves nothing for close() (or __del__) to do
+        self.state = as_state(state_or_model)
+        self.rows = self.state.summary()
+        self.restyles = 0
+        shown = set(self.state.layers)
+        texts = _format_rows(self.rows)
+        self.header = ipywidgets.HTML(_CSS + _describe(self.state))
+        self.column_head = ipywidgets.HTML(f'<div class="cnnviz-summary-head">{html.escape(texts[0])}</div>')
+        self.buttons: dict[str, ipywidgets.Button] = {}
+        for row, text in zip(self.rows, texts[1:], strict=True):
+            name = row["name"]
+            clickable = name in shown
+            button = ipywidgets.Button(
+                description=text, disabled=not clickable,
+                tooltip=f"Show {name}" if clickable else self._why_not(name),
+                layout=ipywidgets.Layout(width="auto", height="22px", margin="0", flex="0 0 auto"),
+            )
+            button.add_class(_ROW_CLASS)
+            if clickable:
+                button.on_click(lambda _button, name=name: self._select(name))
+            self.buttons[name] = button
+        self.table = ipywidgets.VBox(list(self.buttons.values()),
+                                     layout=ipywidgets.Layout(max_height="440px", overflow="auto"))
+        self.totals = ipywidgets.HTML(_totals(self.state, self.rows))
+        super().__init__([self.header, self.column_head, self.table, self.totals])
+        self.add_class(css_class)
+        self._current: str | None = None
+        self._restyle(self.state.layer)
+        self.state.observe(self._on_layer_change, names="layer")
+        self._closed = False
+
+    @property
+    def current(self) -> str | None:
+        """Name of the highlighted row (the state's current layer)."""
+        return self._current
+
+    def click(self, name: str) -> None:
+        """What a click on `name`'s row does (for tests and code): select it if it can be shown."""
+        button = self.buttons[name]
+        if not button.disabled:
+            button.click()
+
+    def _why_not(self, name: str) -> str:
+        reason = self.state.graph.why_not_visualisable(name)
+        if reason:
+            return reason
+        kind = self.state.graph.node(name).class_name
+        return f"{name} ({kind}) is not shown as maps: only the input, conv and pooling layers are"
+
+    def _select(self, name: str) -> None:
+        self.state.layer = name
+
+    def _on_layer_change(self, change: traitlets.Bunch) -> None:
+        self._restyle(change["new"])
+
+    def _restyle(self, name: str) -> None:
+        if name == self._current:
+            return
+        old = self.buttons.get(self._current) if self._current else None
+        if old is not None:
+            old.button_style = ""
+        new = self.buttons.get(name)
+        if new is not None:
+            new.button_style = _CURRENT_STYLE
+        self._current = name
+        self.restyles += 1
+
+    def close(self) -> None:
+        """Stop following the state and close every part (a second call does nothing)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.state.unobserve(self._on_layer_change, names="layer")
+        for button in self.buttons.values():
+            button.close()
+        for part in (self.table, self.header, self.column_head, self.totals):
+            part.close()
+        super().close()
+
+
+def _format_rows(rows: list[dict]) -> list[str]:
+    """Header line, then one space-padded line per row: #, layer, type, output shape, parameters."""
+    counted = 0
+    cells = []
+    for row in rows:
+        counted += bool(row["counts_as_layer"])
+        mark = str(counted) if row["counts_as_layer"] else ""
+        shape = "(" + ", ".join(str(d) for d in row["output_shape"]) + ")"
+        cells.append((mark, row["name"], row["type"], shape, f"{row['params']:,}"))
+    head = ("#", "Layer", "Type", "Output shape", "Param #")
+    widths = [max(len(c[i]) for c in [head, *cells]) for i in range(5)]
+
+    def line(c: tuple[str, ...]) -> str:
+        return (f"{c[0]:>{widths[0]}}  {c[1]:<{widths[1]}}  {c[2]:<{widths[2]}}  {c[3]:<{widths[3]}}  "
+                f"{c[4]:>{widths[4]}}")
+
+    return [line(head)] + [line(c) for c in cells]
+
+
+def _describe(state: ModelState) -> str:
+    info = state.describe()
+    note = f"; {html.escape(info['input_note'])}" if info["input_note"] else ""
+    return (f"<div><b>{html.escape(info['model'])}</b> — weights: {html.escape(info['weights'])}<br>"
+            f"<small>input {html.escape(info['input_size'])}, preprocessing "
+            f"{html.escape(info['preprocess'])}{note}. Click a row to show that layer "
+            "(greyed rows cannot be shown as maps).</small></div>")
+
+
+def _totals(state: ModelState, rows: list[dict]) -> str:
+    totals = state.parameter_totals()
+    kinds = Counter(row["type"] for row in rows if row["counts_as_layer"])
+    without = list(dict.fromkeys(row["type"] for row in rows if not row["counts_as_layer"]))
+    n = totals["counted_rows"]
+    lines = [f"Total params: {totals['total']:,} · trainable: {totals['trainable']:,} · "
+             f"non-trainable: {totals['non_trainable']:,}",
+             f"{n} rows have parameters and count as layers (numbered in the # column)"
+             + (f"; {', '.join(without)} rows have none and do not count." if without else ".")]
+    name = state.describe()["model"]
+    number = re.search(r"(\d+)$", name)
+    if number and int(number.group(1)) == n:  # the sentence only where the name's number is this count
+        parts = " + ".join(f"{count} {kind}" for kind, count in kinds.items())
+        lines.append(f"That is the {n} in {name}: {parts} = {n} layers with weights.")
+    return "<div><small>" + "<br>".join(html.escape(line) for line in lines) + "</small></div>"

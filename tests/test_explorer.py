@@ -1,0 +1,168 @@
+"""Explorer: controls linked both ways to the state, image picking and uploads, status line, clean close."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnviz_widgets import ModelState, sample_image
+from cnnviz_widgets.widgets import ActivationGrid, Explorer, FilterEffect, LayerSummary, WeightGrid
+from cnnviz_widgets.widgets.explorer import MAX_UPLOAD_BYTES
+
+CONTROL_CLASSES = {
+    "header": "cnnviz-header", "layer_slider": "cnnviz-layer-slider", "channel_slider": "cnnviz-channel-slider",
+    "filter_slider": "cnnviz-filter-slider", "image_picker": "cnnviz-image-picker", "upload": "cnnviz-upload",
+    "message": "cnnviz-message", "status": "cnnviz-status", "colormap_picker": "cnnviz-colormap-picker",
+    "normalization_picker": "cnnviz-normalization-picker", "tabs": "cnnviz-tabs",
+}
+
+
+def notifier_counts(state) -> dict:
+    return {(name, kind): len(handlers) for name, kinds in state._trait_notifiers.items()
+            for kind, handlers in kinds.items() if handlers}
+
+
+def upload(explorer: Explorer, name: str, content: bytes, size: int | None = None) -> None:
+    """What the browser does when a file is chosen: the front end sends the file as the upload's value."""
+    entry = dict(name=name, type="", size=len(content) if size is None else size, content=memoryview(content),
+                 last_modified=0)
+    explorer.upload.set_state({"value": [entry]})
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def explorer(tiny_model, rng):
+    state = ModelState(tiny_model, image=rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    widget = Explorer(state)
+    yield widget
+    widget.close()
+
+
+def test_explorer_holds_every_view_and_classed_control(explorer):
+    assert "cnnviz-explorer" in explorer._dom_classes
+    for attribute, css_class in CONTROL_CLASSES.items():
+        assert css_class in getattr(explorer, attribute)._dom_classes, attribute
+    views = explorer.tabs.children
+    assert [type(view) for view in views] == [ActivationGrid, WeightGrid, FilterEffect, LayerSummary]
+    assert explorer.tabs.titles == ("Activations", "Weights", "Filter effect", "Layers")
+    assert all(view.state is explorer.state for view in views)
+    assert explorer.layer_slider.options == tuple(explorer.state.layers)
+    assert explorer.layer_slider.continuous_update
+    assert explorer.header.value.startswith("<b>tiny</b>") and "input 16×16" in explorer.header.value
+
+
+def test_sliders_and_state_move_together(explorer):
+    state = explorer.state
+    explorer.layer_slider.value = "conv_b"  # the user drags the layer slider
+    assert state.layer == "conv_b"
+    assert (explorer.filter_slider.max, explorer.channel_slider.max) == (5, 3)  # 6 filters fed by 4 maps
+    explorer.filter_slider.value, explorer.channel_slider.value = 5, 3
+    assert (state.filter, state.channel) == (5, 3)
+    assert explorer.activation_grid.figure.highlighted == 5
+    state.layer = "conv_a"  # from code: the sliders follow, with the state's clamped indices
+    assert explorer.layer_slider.value == "conv_a"
+    assert (explorer.filter_slider.value, explorer.filter_slider.max) == (3, 3)
+    assert (explorer.channel_slider.value, explorer.channel_slider.max) == (2, 2)
+    state.layer = "pool_a"  # a pooling layer has no filter input channels to pick
+    assert explorer.channel_slider.disabled and not explorer.filter_slider.disabled
+    explorer.colormap_picker.value = "magma"
+    explorer.normalization_picker.value = "symmetric"
+    assert (state.colormap, state.normalization) == ("magma", "symmetric")
+    state.colormap = "viridis"
+    assert explorer.colormap_picker.value == "viridis"
+    assert explorer.activation_grid.figure.colorbar_values[0] == "viridis"
+
+
+def test_only_the_grid_in_the_open_tab_redraws_and_a_hidden_one_catches_up(explorer):
+    state, weights, activations = explorer.state, explorer.weight_grid, explorer.activation_grid
+    assert explorer.tabs.selected_index == 0 and activations.active and not weights.active
+    drawn = weights.redraws, activations.redraws
+    state.layer, state.filter = "conv_b", 4
+    assert weights.redraws == drawn[0] and activations.redraws == drawn[1] + 1
+    explorer.tabs.selected_index = 1  # the user opens "Weights": it draws what it missed
+    assert weights.active and not activations.active and weights.redraws == drawn[0] + 1
+    assert weights.figure.mosaic.indices == tuple(range(6)) and weights.figure.highlighted == 4
+    state.channel = 2
+    assert weights.redraws == drawn[0] + 2 and activations.redraws == drawn[1] + 1
+    effect = explorer.filter_effect
+    effect_drawn = effect.redraws
+    state.filter = 1  # the filter effect is hidden: it costs nothing until its tab is opened
+    assert effect.redraws == effect_drawn and not effect.active
+    explorer.tabs.selected_index = 2
+    assert effect.redraws == effect_drawn + 1 and effect.breakdown.filter == 1 and not weights.active
+
+
+def test_image_picker_loads_a_sample(explorer):
+    assert explorer.image_picker.value is None  # the fixture's random picture is not a sample
+    drawn = explorer.activation_grid.redraws
+    explorer.image_picker.value = "cat"
+    assert explorer.state.image_name == "cat"
+    np.testing.assert_array_equal(explorer.state.image, sample_image("cat"))
+    assert explorer.activation_grid.redraws == drawn + 1 and explorer.message.value == ""
+    explorer.state.set_image("coffee")  # from code: the picker follows
+    assert explorer.image_picker.value == "coffee"
+
+
+def test_an_upload_that_is_not_an_image_shows_why_and_keeps_the_image(explorer):
+    before = explorer.state.image.copy()
+    upload(explorer, "notes.txt", b"these are my notes, not a picture")
+    assert 'color: #c62828' in explorer.message.value  # a red line
+    assert "could not read an image" in explorer.message.value and "The previous image stays." in explorer.message.value
+    np.testing.assert_array_equal(explorer.state.image, before)
+    assert explorer.upload.value == ()  # ready for the next file
+
+    upload(explorer, "huge.png", b"\x89PNG", size=MAX_UPLOAD_BYTES + 1)
+    assert "huge.png is 20.0 MiB; uploads up to 20 MiB are accepted" in explorer.message.value
+    np.testing.assert_array_equal(explorer.state.image, before)
+
+    photo = np.random.default_rng(3).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    upload(explorer, "photo.png", png_bytes(photo))
+    assert explorer.message.value == "" and explorer.state.image_name == "photo.png"
+    np.testing.assert_array_equal(explorer.state.image, photo)
+    assert explorer.image_picker.value is None
+
+
+def test_status_line_shows_the_forward_pass(explorer):
+    seen = []
+    explorer.status.observe(lambda change: seen.append(change["new"]), "value")
+    explorer.image_picker.value = "rocket"  # a new image: the activations need one forward pass
+    assert "running the network…" in seen
+    assert explorer.status.value.startswith("forward pass: ") and explorer.status.value.endswith(" ms")
+
+
+def test_close_releases_every_observer_and_link(tiny_model, rng):
+    state = ModelState(tiny_model, image=rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    before = notifier_counts(state)
+    explorer = Explorer(state)
+    parts = [explorer.layer_slider, explorer.tabs, *explorer.tabs.children]
+    explorer.close()
+    assert notifier_counts(state) == before
+    assert all(part.comm is None for part in parts) and explorer.comm is None
+    state.layer, state.filter = "conv_b", 4  # nothing of the closed explorer follows any more
+    assert explorer.layer_slider.value == "conv_a" and explorer.filter_slider.value == 0
+    explorer.close()  # a second close is harmless
+
+
+def test_vgg16_scrubbing_runs_no_forward_pass(vgg16_bsds):
+    state = ModelState(vgg16_bsds, image="astronaut", max_side=64)
+    explorer = Explorer(state)
+    header = explorer.header.value
+    assert "<b>VGG16</b>" in header and "BSDS500" in header and "input 64×64 (caffe preprocessing)" in header
+    passes = state.forward_passes
+    for layer in state.layers:  # drag the layer slider end to end, moving the filter on each layer
+        explorer.layer_slider.value = layer
+        for value in range(0, explorer.filter_slider.max + 1, 97):
+            explorer.filter_slider.value = value
+    assert state.forward_passes == passes
+    explorer.tabs.selected_index = 1
+    assert explorer.weight_grid.figure.layout.display == "none"  # ends on block5_pool: no weights, said so
+    assert "block5_pool (MaxPooling2D) has no weights" in explorer.weight_grid.message.value
+    explorer.close()
