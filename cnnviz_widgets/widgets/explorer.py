@@ -141,10 +141,10 @@ class Explorer(ipywidgets.VBox):
     def _on_tab_change(self, _change: traitlets.Bunch | None) -> None:
         # Grids in background tabs skip their redraws (the activation mosaic costs tens of ms a frame while a
         # slider is dragged) and catch up when their tab is opened.
-        selected = self.tabs.selected_index
-        self.activation_grid.active = selected in (None, 0)
-        self.weight_grid.active = selected == 1
-        self.filter_effect.active = selected == 2
+        selected = self.tabs.selected_index or 0
+        for index, view in enumerate(self.tabs.children):
+            if hasattr(view, "active"):
+                view.active = index == selected
 
     # -- controls -> state -----------------------------------------------------------------------------
 
