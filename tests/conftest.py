@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cnnviz_widgets import ModelState
 from cnnviz_widgets._keras import keras
 
 
@@ -68,3 +69,35 @@ def correlate_same(previous: np.ndarray, kernel: np.ndarray, bias: np.ndarray, f
     windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(0, 1))  # (H, W, C, kh, kw)
     out = [np.einsum("hwcij,ijc->hw", windows, kernel[:, :, :, f].astype(np.float64)) + bias[f] for f in filters]
     return np.stack(out, axis=-1)
+
+
+def notifier_counts(state) -> dict:
+    """(trait, kind) -> number of callbacks on the state (emptied entries left by unobserve count as none)."""
+    return {(name, kind): len(handlers) for name, kinds in state._trait_notifiers.items()
+            for kind, handlers in kinds.items() if handlers}
+
+
+def short(value: float) -> str:
+    """The views' number format: 0 decimals from 100, 1 from 10, 2 from 0.01, else 2 significant digits."""
+    size = abs(value)
+    if size >= 100:
+        return f"{value:.0f}"
+    if size >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}" if size >= 0.01 or size == 0 else f"{value:.2g}"
+
+
+@pytest.fixture(scope="module")
+def vgg_state_shared(vgg16_bsds):
+    return ModelState(vgg16_bsds, image="astronaut", max_side=96)
+
+
+@pytest.fixture
+def vgg_state(vgg_state_shared):
+    state = vgg_state_shared
+    with state.hold_trait_notifications():
+        state.layer, state.filter, state.channel = "block1_conv1", 0, 0
+        state.normalization, state.colormap = "per_map", "grey"
+    before = notifier_counts(state)
+    yield state
+    assert notifier_counts(state) == before, "a view left observers on the shared state"

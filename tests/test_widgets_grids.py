@@ -11,6 +11,7 @@ from PIL import Image
 
 from cnnviz_widgets import CnnvizError, ModelState, render
 from cnnviz_widgets.widgets import ActivationGrid, MosaicFigure, WeightGrid
+from tests.conftest import notifier_counts, short
 
 
 def picture(figure: MosaicFigure) -> np.ndarray:
@@ -18,36 +19,9 @@ def picture(figure: MosaicFigure) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(figure.image_mark.image.value)))
 
 
-def notifier_counts(state) -> dict:
-    """(trait, kind) -> number of callbacks on the state (emptied entries left by unobserve count as none)."""
-    return {(name, kind): len(handlers) for name, kinds in state._trait_notifiers.items()
-            for kind, handlers in kinds.items() if handlers}
-
-
-def short(value: float) -> str:
-    """The tooltips' number format: 2 decimals below 10, 1 below 100, none above."""
-    return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}" if abs(value) < 100 else f"{value:.0f}"
-
-
 @pytest.fixture
 def state(tiny_model, rng):
     return ModelState(tiny_model, image=rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
-
-
-@pytest.fixture(scope="module")
-def vgg_state_shared(vgg16_bsds):
-    return ModelState(vgg16_bsds, image="astronaut", max_side=96)
-
-
-@pytest.fixture
-def vgg_state(vgg_state_shared):
-    state = vgg_state_shared
-    with state.hold_trait_notifications():
-        state.layer, state.filter, state.channel = "block1_conv1", 0, 0
-        state.normalization, state.colormap = "per_map", "grey"
-    before = notifier_counts(state)
-    yield state
-    assert notifier_counts(state) == before, "a test left observers on the shared state"
 
 
 # -- MosaicFigure -------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from PIL import Image
 from cnnviz_widgets import CnnvizError, ModelState, load_model, render
 from cnnviz_widgets.widgets.effect import KERNEL_TILE_PX, MAP_SIDE, SIGNED_CMAP, FilterEffect
 from cnnviz_widgets.widgets.summary import LayerSummary
+from tests.conftest import notifier_counts, short
 
 
 def picture(figure) -> np.ndarray:
@@ -19,42 +20,10 @@ def picture(figure) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(figure.image_mark.image.value)))
 
 
-def notifier_counts(state) -> dict:
-    """(trait, kind) -> number of callbacks on the state (entries emptied by unobserve count as none)."""
-    return {(name, kind): len(handlers) for name, kinds in state._trait_notifiers.items()
-            for kind, handlers in kinds.items() if handlers}
-
-
-def short(value: float) -> str:
-    """The views' number format: 0 decimals from 100, 1 from 10, 2 from 0.01, else 2 significant digits."""
-    size = abs(value)
-    if size >= 100:
-        return f"{value:.0f}"
-    if size >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}" if size >= 0.01 or size == 0 else f"{value:.2g}"
-
-
 @pytest.fixture(scope="module")
 def vgg16_full_state():
     """VGG16 with its classifier, random weights: the reference table of the original notebook."""
     return ModelState(load_model("vgg16", weights=None))
-
-
-@pytest.fixture(scope="module")
-def vgg_state_shared(vgg16_bsds):
-    return ModelState(vgg16_bsds, image="astronaut", max_side=96)
-
-
-@pytest.fixture
-def vgg_state(vgg_state_shared):
-    state = vgg_state_shared
-    with state.hold_trait_notifications():
-        state.layer, state.filter, state.channel = "block1_conv1", 0, 0
-        state.normalization, state.colormap = "per_map", "grey"
-    before = notifier_counts(state)
-    yield state
-    assert notifier_counts(state) == before, "a view left observers on the shared state"
 
 
 # -- LayerSummary --------------------------------------------------------------------------------------
