@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test lint bench clean
+.PHONY: lab test lint bench screenshot clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,18 @@ lab: $(STAMP)
 
 ## the whole suite: lint, layering contracts, unit, widget and notebook tests
 test: $(STAMP)
-	$(VENV)/bin/ruff check cnnviz_widgets tests
+	$(VENV)/bin/ruff check cnnviz_widgets tests benchmarks
 	$(VENV)/bin/lint-imports
+	tests/browser/ensure_chromium.sh
 	$(PY) -m pytest
+
+## speed and memory against the naive approach (prints a table, writes benchmarks/results/latest.json)
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+## refresh docs/explorer.png from the real-browser test
+screenshot: $(STAMP)
+	CNNVIZ_UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/browser/test_explorer.py -k explorer_in_jupyterlab
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check cnnviz_widgets tests

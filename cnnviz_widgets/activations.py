@@ -48,6 +48,33 @@ class ActivationExtractor:
         outputs = [graph.nodes[name].tensor for name in self.layers]
         self._model = keras().Model(graph.input_tensor, outputs, name="cnnviz_extractor")
 
+    def min_input_side(self, limit: int = 4096) -> int:
+        """Smallest square input side for which every extracted output still has at least one pixel.
+
+        Found by bisection on Keras' shape inference (no forward pass): 32 for VGG16's five 2×2 poolings.
+        """
+        k = keras()
+        channels = self.graph.input_shape[-1]
+
+        def fits(side: int) -> bool:
+            try:
+                specs = self._model.compute_output_spec(k.KerasTensor((1, side, side, channels)))
+            except (ValueError, TypeError):
+                return False
+            specs = specs if isinstance(specs, (list, tuple)) else [specs]
+            return all(d is None or d > 0 for spec in specs for d in spec.shape[1:])
+
+        low, high = 1, limit
+        if not fits(high):
+            return high
+        while low < high:
+            middle = (low + high) // 2
+            if fits(middle):
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
     @property
     def cached_bytes(self) -> int:
         return sum(a.nbytes for entry in self._cache.values() for a in entry.values())
@@ -64,17 +91,21 @@ class ActivationExtractor:
         return entry[layer]
 
     def _run(self, x: np.ndarray, key: str, wanted: str) -> dict[str, np.ndarray]:
+        import tensorflow as tf  # loaded with Keras already; its errors are what a bad input size raises
+
         start = time.perf_counter()
         try:
             outputs = self._model(x[np.newaxis], training=False)
-        except ValueError as err:  # e.g. an image too small for the pooling layers
+        except (ValueError, tf.errors.OpError) as err:  # e.g. an image too small for the pooling layers
             raise ImageError(f"the model cannot take this {x.shape[1]}×{x.shape[0]} input: {err}") from err
         arrays = [np.asarray(out)[0] for out in (outputs if isinstance(outputs, list) else [outputs])]
         self.forward_passes += 1
         self.last_forward_seconds = time.perf_counter() - start
         result = dict(zip(self.layers, arrays, strict=False))
         self._cache.pop(key, None)
-        order = [wanted] + [name for name in self.layers if name != wanted]
+        # After the asked-for layer, the ones after it (what a user steps to next; also the smaller maps).
+        at = self.layers.index(wanted)
+        order = [wanted, *self.layers[at + 1 :], *self.layers[:at][::-1]]
         kept: dict[str, np.ndarray] = {}
         used = 0
         for name in order:  # keep what fits in the budget; the asked-for layer always

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._keras import keras
 from .errors import CnnvizError
 
 PADDINGS = ("same", "valid")
@@ -197,10 +199,12 @@ def transposed_geometry(size: int, kernel: int, stride: int, dilation: int, padd
 
 def channel_contributions(previous: np.ndarray, kernel: np.ndarray, filter: int, *,
                           strides: int | Sequence[int] = 1, padding: str = "same",
-                          dilation: int | Sequence[int] = 1) -> np.ndarray:
+                          dilation: int | Sequence[int] = 1, backend: str = "auto") -> np.ndarray:
     """Each input channel's share of one filter's pre-activation output.
 
     previous : (H, W, C) the layer's input, channels last. kernel : (kh, kw, C, F). filter : index in 0..F-1.
+    backend : "numpy", "keras" (one depthwise convolution: about 5× faster on block1 maps) or "auto" (Keras
+    when it is already loaded and supports the geometry: it has no strides > 1 together with dilation > 1).
 
     Returns (H', W', C) float32: channel c cross-correlated with kernel[:, :, c, filter] with the layer's
     strides, padding ("same" or "valid", Keras/TensorFlow semantics) and dilation. Summed over C, plus the
@@ -211,6 +215,15 @@ def channel_contributions(previous: np.ndarray, kernel: np.ndarray, filter: int,
     (h, w, c), (kh, kw) = prev.shape, ker.shape[:2]
     out_h, top, bottom = conv_geometry(h, kh, sy, dy, padding)
     out_w, left, right = conv_geometry(w, kw, sx, dx, padding)
+    if backend not in ("auto", "numpy", "keras"):
+        raise CnnvizError(f"backend must be 'auto', 'numpy' or 'keras'; got {backend!r}")
+    keras_can = max(sy, sx) == 1 or max(dy, dx) == 1
+    if backend == "keras" or (backend == "auto" and keras_can and "keras" in sys.modules):
+        if not keras_can:
+            raise CnnvizError("Keras' depthwise convolution has no strides > 1 with dilation > 1: use backend='numpy'")
+        depthwise = keras().ops.depthwise_conv(prev[np.newaxis], ker[:, :, :, f : f + 1], strides=(sy, sx),
+                                               padding=padding.lower(), dilation_rate=(dy, dx))
+        return np.asarray(depthwise, dtype=np.float32)[0]
     taps = ker[:, :, :, f]
     out = np.zeros((out_h, out_w, c), np.float32)
     # Channels whose kernel slice is all zero add nothing (a depthwise filter sees one channel): skip them.

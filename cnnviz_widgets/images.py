@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import types
 import warnings
 from collections.abc import Mapping
@@ -106,10 +107,20 @@ def _starts(head: bytes) -> str:
     return f"starts with {head[:8]!r}"
 
 
+# "scheme://..." (http, https, ftp, file, s3, ...) or a data: URI. Two letters at least, so that a Windows
+# drive ("C:/pictures") is still a path.
+_URL = re.compile(r"^\s*(?:[a-z][a-z0-9+.-]+://|data:[^,]*,)", re.IGNORECASE)
+
+
 def _from_path(source: str | os.PathLike, max_pixels: int) -> np.ndarray:
     path = os.fspath(source)
-    if isinstance(path, str) and path.strip().lower().startswith(("http://", "https://")):
-        raise ImageError(f"URLs are not loaded: {path!r}; download the file and pass its path or its bytes")
+    if isinstance(path, str) and _URL.match(path):
+        # Never fetched: a notebook widget must not make network requests (or read file:// paths) on a
+        # string's say-so. The user downloads the file and passes the path or the bytes.
+        local = path.strip()[len("file://"):] if path.strip().lower().startswith("file://") else None
+        hint = (f"pass the local path ({local!r}) instead" if local
+                else "download the file and pass its path or its bytes")
+        raise ImageError(f"URLs are not loaded: {path!r}; {hint}")
     if not os.path.exists(path):
         raise ImageError(f"no such file: {path!r}")
     if not os.path.isfile(path):
@@ -145,8 +156,9 @@ def _from_stream(fp: BinaryIO, what: str, size: int | None, max_pixels: int) -> 
         raise _too_big(what, str(exc), max_pixels) from None
     except UnidentifiedImageError:  # PIL's message only names the stream object; say what the data looks like
         raise ImageError(f"could not read an image from {what}: {_guess(fp)}; accepted formats: {FORMATS}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"could not read an image from {what}: {exc}; accepted formats: {FORMATS}") from None
+    except Exception as exc:  # any other failure of a format plugin on corrupt data
+        raise ImageError(f"could not read an image from {what}: {str(exc) or type(exc).__name__}; "
+                         f"accepted formats: {FORMATS}") from None
     with img:
         return _from_pil(img, what, max_pixels)
 
@@ -183,18 +195,24 @@ def _from_pil(img: Image.Image, what: str, max_pixels: int) -> np.ndarray:
         frames = getattr(img, "n_frames", 1)
         if frames > 1:
             img.seek(0)
-            warnings.warn(f"{what}: {frames} frames (animated or multi-page); only the first one is used",
-                          CnnvizWarning, stacklevel=4)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = ImageOps.exif_transpose(img)  # loads the pixels; phones store portraits rotated
-            return _from_array(_pil_to_array(img), "16-bit" if img.mode.startswith("I;16") else None)
-    except ImageError:  # already says what is wrong (it is a ValueError, so let it pass the next clause)
+            pixels, depth = _pil_to_array(img), "16-bit" if img.mode.startswith("I;16") else None
+    except ImageError:  # already says what is wrong (it is a ValueError, so let it pass the next clauses)
         raise
     except Image.DecompressionBombError as exc:
         raise _too_big(what, str(exc), max_pixels) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt pixel data
-        raise ImageError(f"could not read an image from {what}: {exc}; accepted formats: {FORMATS}") from None
+    except MemoryError:
+        raise ImageError(f"not enough memory to decode {what} ({width}×{height} pixels)") from None
+    except Exception as exc:  # corrupt data: PIL's plugins raise OSError, but also TypeError,
+        # struct.error, IndexError, ... (a fuzzed TIFF header gives "TypeError: Missing dimensions")
+        raise ImageError(f"could not read an image from {what}: {str(exc) or type(exc).__name__}; "
+                         f"accepted formats: {FORMATS}") from None
+    if frames > 1:  # after the try: a warning turned into an error must not be reported as a corrupt file
+        warnings.warn(f"{what}: {frames} frames (animated or multi-page); only the first one is used",
+                      CnnvizWarning, stacklevel=4)
+    return _from_array(pixels, depth)
 
 
 def _pil_to_array(img: Image.Image) -> np.ndarray:

@@ -11,6 +11,7 @@ import importlib.util
 import os
 import socket
 import weakref
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,8 @@ def _load_saved_model(path: Path, safe_mode: bool) -> Any:
                 "If you trust this file, load it with load_model(path, safe_mode=False)."
             ) from err
         raise ModelError(f"could not load {path.name}: {err}") from err
+    except (OSError, KeyError, TypeError, zipfile.BadZipFile) as err:  # not a Keras file, or a damaged one
+        raise ModelError(f"could not load {path.name}: it is not a readable Keras model ({err})") from err
     _MODEL_INFO[model] = ModelInfo(name=model.name, weights=f"from {path.name}")
     return model
 

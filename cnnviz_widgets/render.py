@@ -116,7 +116,8 @@ def _ranges(arr: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _scale(arr: np.ndarray, lo: np.ndarray, hi: np.ndarray, fill: float) -> np.ndarray:
     """Map each map's [lo, hi] onto [0, 1] (clipped); maps with lo == hi become `fill`. Returns float32."""
-    with np.errstate(over="ignore", under="ignore"):
+    # 1/span overflows for subnormal spans (and -lo * inf is NaN): such maps take the float64 path below.
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         span = hi - lo  # inf for float64 data beyond +-9e307; handled by the halves below
         flat = ~(span > 0)
         a = np.divide(1.0, span, out=np.zeros_like(span), where=~flat)
@@ -203,7 +204,8 @@ def apply_colormap(unit: np.ndarray, cmap: str = "grey") -> np.ndarray:
     if arr.dtype.kind not in "fiu":
         raise CnnvizError(f"unit must be an array of real numbers in [0, 1]; got dtype {arr.dtype}")
     _check_finite(arr, "unit")
-    scaled = np.clip(arr.astype(np.float32, copy=False), 0.0, 1.0)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range casts to +-inf, which the clip handles
+        scaled = np.clip(arr.astype(np.float32, copy=False), 0.0, 1.0)
     scaled *= 255
     scaled += 0.5
     idx = scaled.astype(np.uint8)
@@ -293,7 +295,7 @@ def tile_maps(
         raise CnnvizError(f"indices must be {n} distinct map indices, one per tile; got {len(labels)}")
     rows, cols = grid_shape(n, cols)
     pad = _check_int(pad, "pad", 0)
-    if not 0 <= pad_value <= 255:
+    if _check_int(pad_value, "pad_value", 0) > 255:
         raise CnnvizError(f"pad_value must be in 0..255; got {pad_value!r}")
     tiles = (arr if arr.ndim == 4 else arr[..., None]).transpose(2, 0, 1, 3)  # (N, H, W, C), a view
     c = tiles.shape[3]

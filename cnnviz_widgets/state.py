@@ -7,8 +7,9 @@ the compute core. It knows nothing of widgets: views observe its traits.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,12 +17,23 @@ import traitlets
 
 from . import images
 from .activations import DEFAULT_BUDGET_BYTES, ActivationExtractor, input_key
+from .analysis import (
+    CHANNEL_ORDERS,
+    SLIDING_CONVS,
+    PixelBreakdown,
+    ReceptiveField,
+    channel_statistics,
+    order_channels,
+    pixel_breakdown,
+    receptive_field,
+)
 from .effects import (
     FilterBreakdown,
     activation_name,
     break_down_filter,
 )
 from .errors import CnnvizError, LayerError
+from .explain import Explainer, Explanation, Target, TopClasses
 from .inputs import (
     ModelInput,
     Preprocess,
@@ -83,6 +95,10 @@ class ModelState(traitlets.HasTraits):
         for name in self._layers:  # the layer feeding each conv: its channels are the filter's inputs
             extracted.extend(self.graph.previous_layers(name))
         self.extractor = ActivationExtractor(self.graph, extracted, int(cache_budget_mb * 2**20))
+        height, width, _ = self.graph.input_shape
+        # A fully convolutional model refuses images its pooling would shrink to nothing: find that size once.
+        self._min_side = 1 if height and width else self.extractor.min_input_side()
+        self._staged: tuple[np.ndarray, ModelInput] | None = None
         self._input: ModelInput | None = None
         self._input_key = ""
         first_conv = next((n for n in self._layers if self.graph.node(n).kind == "conv"), self._layers[1])
@@ -153,16 +169,19 @@ class ModelState(traitlets.HasTraits):
 
     def activation(self, layer: str | None = None) -> np.ndarray:
         """(H, W, C) float32 output of `layer` for the current image (the input layer: the fed array)."""
+        return self._activation_of(self.model_input, self._input_key, layer)
+
+    def _activation_of(self, model_input: ModelInput, key: str, layer: str | None) -> np.ndarray:
         name = self._name(layer)
         if name == self.graph.input_name:
-            return self.model_input.array
+            return model_input.array
         if name not in self.extractor.layers:
             reason = self.graph.why_not_visualisable(name)
             raise LayerError(reason or f"{name} is not among the visualised layers: {', '.join(self._layers)}")
         cached = self.extractor.forward_passes
         self.set_trait("busy", True)
         try:
-            result = self.extractor.get(self.model_input.array, name, key=self._input_key)
+            result = self.extractor.get(model_input.array, name, key=key)
         finally:
             self.set_trait("busy", False)
         if self.extractor.forward_passes != cached:
@@ -185,19 +204,33 @@ class ModelState(traitlets.HasTraits):
             name = name or source
             source = images.sample_image(source)
         picture = images.load_image(source)
+        # Prepared before any trait changes: an image the model cannot take leaves name and picture as they were.
+        self._staged = (picture, self._prepare(picture))
         if name is None:
             name = str(getattr(source, "name", "") or (source if isinstance(source, str) else "image"))
-        with self.hold_trait_notifications():  # observers see the new name and picture together
-            self.image_name = name
-            self.image = picture
+        try:
+            with self.hold_trait_notifications():  # observers see the new name and picture together
+                self.image_name = name
+                self.image = picture
+        finally:
+            self._staged = None
 
     @traitlets.validate("image")
     def _validate_image(self, proposal: traitlets.Bunch) -> np.ndarray:
         # Prepare the model input before anything changes, so a bad image leaves the state as it was.
-        picture = images.load_image(proposal["value"])
-        prepared = prepare_input(picture, self.graph.input_shape, self._preprocess, self.max_side)
+        staged = self._staged
+        if staged is not None and proposal["value"] is staged[0]:
+            picture, prepared = staged
+        else:
+            picture = images.load_image(proposal["value"])
+            prepared = self._prepare(picture)
         self._input, self._input_key = prepared, input_key(prepared.array)
         return picture
+
+    def _prepare(self, picture: np.ndarray) -> ModelInput:
+        """The model input for an RGB picture (size policy, channels, preprocessing); ImageError if unusable."""
+        return prepare_input(picture, self.graph.input_shape, self._preprocess, self.max_side,
+                             min_side=self._min_side)
 
     # -- validation -----------------------------------------------------------------------------------
 
@@ -289,6 +322,194 @@ class ModelState(traitlets.HasTraits):
         trainable = int(sum(int(np.prod(w.shape)) for w in self.model.trainable_weights))
         counted = sum(1 for row in self.summary() if row["counts_as_layer"])
         return dict(total=total, trainable=trainable, non_trainable=total - trainable, counted_rows=counted)
+
+    # -- one output value, the input it sees, each channel's statistics (ConvolutionAtPixel, ChannelStats) --
+
+    channel_order = traitlets.Enum(CHANNEL_ORDERS, "index", help="Order of a layer's channels in the activation "
+                                   "grid: by index, or strongest first by max, mean or fewest zeros.")
+
+    def pixel_breakdown(self, row: int, col: int, filter: int | None = None, top_k: int = 8) -> PixelBreakdown:
+        """The current layer's output at (row, col) of `filter` (default: the current one), taken apart.
+
+        Every input channel's patch · kernel slice, ranked by |partial sum|; the `top_k` largest are kept with
+        their patches. `output` equals ``activation()[row, col, filter]``. LayerError for layers that do not
+        slide a kernel over their input (input, pooling, transposed convolutions).
+        """
+        name = self.layer
+        config = self._sliding_conv_config(name, "the convolution at one pixel")
+        f = self._filter_of(name, filter)
+        previous = self.previous_layer(name)
+        kernel, bias = self.weights(name)
+        try:
+            result = pixel_breakdown(
+                self.activation(previous), kernel, bias, f, row, col, strides=config.get("strides", 1),
+                padding=config.get("padding", "valid"), dilation=config.get("dilation_rate", 1),
+                activation=activation_name(config.get("activation")), top_k=top_k)
+        except CnnvizError as err:
+            raise type(err)(f"{name}, filter {f}: {err}") from None
+        notes = [] if self.graph.node(name).class_name == "Conv2D" else [self.weights_note(name)]
+        output = result.output
+        if not result.activation_reproduced:
+            output = float(self.activation(name)[result.row, result.col, f])
+            notes.append(f"the activation {result.activation!r} is not reproduced per value; the output shown "
+                         "is the layer's own")
+        if previous == self.input_layer:
+            every = input_channel_labels(self.model_input.preprocess, kernel.shape[2])
+            labels = tuple(every[c] for c in result.channels)
+        else:
+            labels = tuple(f"{previous} channel {c}" for c in result.channels)
+        return dataclasses.replace(result, layer=name, previous_layer=previous, channel_labels=labels,
+                                   note="; ".join(notes), output=output)
+
+    def receptive_field(self, layer: str | None = None) -> ReceptiveField:
+        """Which pixels of the fed input can change an output pixel of `layer` (see `analysis.receptive_field`)."""
+        h, w = self.model_input.array.shape[:2]
+        return receptive_field(self.graph, self._name(layer), (h, w))
+
+    def receptive_box(self, row: int, col: int, layer: str | None = None) -> tuple[int, int, int, int]:
+        """(y0, x0, y1, x1), end-exclusive box of `model_input.picture` seen by `layer`'s output pixel (row, col)."""
+        return self.receptive_field(layer).box(row, col)
+
+    def channel_statistics(self, layer: str | None = None) -> dict[str, np.ndarray]:
+        """max, mean and fraction of zeros of each channel of `layer`'s output for the current image, (C,) each."""
+        name = self._name(layer)
+        cache = self.__dict__.setdefault("_channel_statistics_cache", {})
+        key = (name, self._input_key)
+        if key not in cache:
+            if any(k[1] != self._input_key for k in cache):  # a new image: the old numbers are stale
+                cache.clear()
+            cache[key] = channel_statistics(self.activation(name))
+        return cache[key]
+
+    def channel_ranking(self, layer: str | None = None, by: str | None = None) -> list[int]:
+        """`layer`'s channel indices in the order `by` (default: `channel_order`), strongest first."""
+        return [int(c) for c in order_channels(self.channel_statistics(layer), by or self.channel_order)]
+
+    def _sliding_conv_config(self, name: str, what: str) -> dict:
+        """The layer config of a conv layer that correlates a kernel with its input; LayerError otherwise."""
+        node = self.graph.node(name)
+        if node.kind != "conv" or node.class_name == "Conv2DTranspose":
+            convs = [n for n in self._layers if self.graph.node(n).class_name in SLIDING_CONVS][:3]
+            raise LayerError(f"{name} ({node.class_name}) does not slide a kernel over its input, so {what} is not "
+                             f"shown for it; pick a {', '.join(SLIDING_CONVS)} layer"
+                             + (f", e.g. {', '.join(convs)}" if convs else ""))
+        config = node.layer.get_config()
+        if config.get("data_format", "channels_last") != "channels_last":
+            raise LayerError(f"{name} is channels_first; {what} is computed for channels_last layers")
+        return config
+
+    def _filter_of(self, name: str, filter: int | None) -> int:
+        n = self.n_filters(name)
+        if filter is None:
+            return self.filter
+        if isinstance(filter, bool) or not isinstance(filter, (int, np.integer)) or not 0 <= filter < n:
+            raise LayerError(f"{name} has {n} filters (0..{n - 1}); got filter {filter!r}")
+        return int(filter)
+
+    # -- why the network decides: predictions, Grad-CAM, saliency, a second image (cnnviz_widgets.explain) --
+
+    explained_class = traitlets.Int(None, allow_none=True, help="Class explained by class activation maps (an "
+                                    "index of the model's output); None: the top prediction for the image.")
+    class_names = traitlets.Tuple(help="One name per class of the model's output; empty: ImageNet's names for "
+                                       "1000 classes, 'class i' otherwise. ModelError if the count is wrong.")
+
+    @property
+    def explainer(self) -> Explainer:
+        """Predictions, Grad-CAM and saliency for this state's model (built on first use)."""
+        if self.__dict__.get("_explainer") is None:
+            self._explainer = Explainer(self.graph)
+        return self._explainer
+
+    def has_classifier(self) -> bool:
+        """True when the model ends in a classifier (output (batch, classes)): predictions can be shown."""
+        return self.explainer.has_classifier
+
+    def set_class_names(self, names: Sequence[str] | None) -> None:
+        """Name the model's classes (None: ImageNet's for 1000 classes, "class i" otherwise)."""
+        self.class_names = tuple(names or ())
+
+    def predictions(self, top: int = 5) -> TopClasses:
+        """The `top` most likely classes for the current image (one forward pass per image, then cached).
+
+        ModelError (saying why) for a model without a classifier, e.g. VGG16 with the bsds500 weights.
+        """
+        with self._explaining("prediction"):
+            return self.explainer.predict(self.model_input.array, top, key=self._input_key)
+
+    def explain_target(self, class_index: int | None = None, of: str | None = None) -> Target:
+        """What the class activation maps explain now.
+
+        of : "class" (the default with a classifier): class `class_index`, else `explained_class`, else the top
+        prediction. "filter" (the default without one, e.g. VGG16 with the bsds500 weights): the mean
+        activation of the current filter of the current layer (LayerError on the input layer).
+        """
+        explainer = self.explainer
+        if of is None:
+            of = "class" if explainer.has_classifier or class_index is not None else "filter"
+        if of == "class":
+            chosen = self.explained_class if class_index is None else class_index
+            if chosen is None:
+                with self._explaining("prediction"):
+                    return explainer.class_target(self.model_input.array, None, key=self._input_key)
+            return explainer.class_target(self.model_input.array, chosen, key=self._input_key)
+        if of != "filter":
+            raise CnnvizError(f"of must be 'class' or 'filter'; got {of!r}")
+        if self.layer == self.input_layer:
+            raise LayerError(f"{self.layer} is the model input: pick a conv or pooling layer, whose current filter's "
+                             "mean activation is what the map explains")
+        return explainer.filter_target(self.layer, self.filter)
+
+    def explanation(self, method: str = "grad-cam", class_index: int | None = None, layer: str | None = None,
+                    score: str | None = None, of: str | None = None) -> Explanation:
+        """Grad-CAM or saliency (`explain.METHODS`) of `explain_target(class_index, of)` for the current image.
+
+        layer : the conv layer Grad-CAM weighs; default the last conv layer (before the explained filter's layer
+        for a filter). score : for a class, "logit" (default where reachable) or "probability".
+        """
+        target = self.explain_target(class_index, of)
+        with self._explaining("Grad-CAM" if method == "grad-cam" else method):
+            return self.explainer.explain(self.model_input.array, target, method, layer=layer, score=score,
+                                          key=self._input_key)
+
+    def prepare_image(self, source: Any) -> ModelInput:
+        """Another image (anything `load_image` takes, or a sample name) prepared as this model's input."""
+        if isinstance(source, str) and source in images.SAMPLE_IMAGES:
+            source = images.sample_image(source)
+        return self._prepare(images.load_image(source))
+
+    def activation_for(self, model_input: ModelInput, layer: str | None = None) -> np.ndarray:
+        """(H, W, C) float32 output of `layer` for another prepared image (see `prepare_image`).
+
+        Shares the activation cache with the current image, whose budget holds two images' worth, so comparing
+        two images runs each one through the network once.
+        """
+        return self._activation_of(model_input, input_key(model_input.array), layer)
+
+    @traitlets.validate("class_names")
+    def _validate_class_names(self, proposal: traitlets.Bunch) -> tuple:
+        names = tuple(str(name) for name in proposal["value"])
+        self.explainer.set_class_names(names or None)  # raises before anything changes on a wrong count
+        return names
+
+    @traitlets.validate("explained_class")
+    def _validate_explained_class(self, proposal: traitlets.Bunch) -> int | None:
+        value = proposal["value"]
+        if value is not None:
+            self.explainer.class_target(self.model_input.array, value)  # a classifier and an index in range
+        return value
+
+    @contextlib.contextmanager
+    def _explaining(self, what: str) -> Iterator[None]:
+        """busy while the network runs for an explanation; the status says how long it took."""
+        explainer = self.explainer
+        passes = explainer.forward_passes + explainer.gradient_passes
+        self.set_trait("busy", True)
+        try:
+            yield
+        finally:
+            self.set_trait("busy", False)
+        if explainer.forward_passes + explainer.gradient_passes != passes:
+            self.set_trait("status", f"{what}: {explainer.last_seconds * 1000:.0f} ms")
 
 
 def _clamp(value: int, highest: int) -> int:

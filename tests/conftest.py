@@ -58,6 +58,15 @@ def vgg16_bsds(k):
 
 
 @pytest.fixture(scope="session")
+def vgg16_full(k):
+    """VGG16 with its classifier (138,357,544 parameters), seeded random weights: 1000 softmax outputs."""
+    from cnnviz_widgets import load_model
+
+    k.utils.set_random_seed(3)
+    return load_model("vgg16", weights=None)
+
+
+@pytest.fixture(scope="session")
 def rng():
     return np.random.default_rng(42)
 

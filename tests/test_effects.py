@@ -49,7 +49,8 @@ GEOMETRIES = [
 
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: f"{g['kernel']}-s{g['strides']}-{g['padding']}-"
                                                               f"d{g['dilation_rate']}")
-def test_partial_sums_add_up_to_the_keras_layer_output(k, rng, geometry):
+@pytest.mark.parametrize("backend", ["numpy", "auto"])
+def test_partial_sums_add_up_to_the_keras_layer_output(k, rng, geometry, backend):
     g = dict(geometry)
     (h, w), (kh, kw) = g.pop("size"), g.pop("kernel")
     previous = rng.standard_normal((h, w, 4)).astype(np.float32)
@@ -58,7 +59,7 @@ def test_partial_sums_add_up_to_the_keras_layer_output(k, rng, geometry):
     expected = _keras_conv(k, previous, kernel, bias, **g)
     for f in range(3):
         parts = channel_contributions(previous, kernel, f, strides=g["strides"], padding=g["padding"],
-                                      dilation=g["dilation_rate"])
+                                      dilation=g["dilation_rate"], backend=backend)
         assert parts.shape == (*expected.shape[:2], 4) and parts.dtype == np.float32
         np.testing.assert_allclose(parts.sum(axis=2) + bias[f], expected[..., f], rtol=1e-5, atol=1e-5)
         # each channel alone: Keras on that one channel with that one kernel slice (no bias)

@@ -9,7 +9,18 @@ import pytest
 from PIL import Image
 
 from cnnviz_widgets import ModelState, sample_image
-from cnnviz_widgets.widgets import ActivationGrid, Explorer, FilterEffect, LayerSummary, WeightGrid
+from cnnviz_widgets.widgets import (
+    ActivationGrid,
+    ChannelStats,
+    ClassActivationMap,
+    CompareImages,
+    ConvolutionAtPixel,
+    Explorer,
+    FilterEffect,
+    LayerSummary,
+    Predictions,
+    WeightGrid,
+)
 from cnnviz_widgets.widgets.explorer import MAX_UPLOAD_BYTES
 
 CONTROL_CLASSES = {
@@ -50,9 +61,16 @@ def test_explorer_holds_every_view_and_classed_control(explorer):
     assert "cnnviz-explorer" in explorer._dom_classes
     for attribute, css_class in CONTROL_CLASSES.items():
         assert css_class in getattr(explorer, attribute)._dom_classes, attribute
-    views = explorer.tabs.children
-    assert [type(view) for view in views] == [ActivationGrid, WeightGrid, FilterEffect, LayerSummary]
-    assert explorer.tabs.titles == ("Activations", "Weights", "Filter effect", "Layers")
+    views = explorer.views
+    assert [type(view) for view in views] == [ActivationGrid, WeightGrid, FilterEffect, ConvolutionAtPixel,
+                                              ChannelStats, LayerSummary, Predictions, ClassActivationMap,
+                                              CompareImages]
+    assert explorer.tabs.titles == ("Activations", "Weights", "Filter effect", "One value", "Channel stats",
+                                    "Layers", "Predictions", "Why (Grad-CAM)", "Compare images")
+    # a tab holds its view from the first time it is opened (a hidden bqplot figure would measure 0 px)
+    assert explorer.tabs.children[0].children == (views[0],) and explorer.tabs.children[1].children == ()
+    explorer.tabs.selected_index = 1
+    assert explorer.tabs.children[1].children == (views[1],) and explorer.current_view is views[1]
     assert all(view.state is explorer.state for view in views)
     assert explorer.layer_slider.options == tuple(explorer.state.layers)
     assert explorer.layer_slider.continuous_update
@@ -142,7 +160,7 @@ def test_close_releases_every_observer_and_link(tiny_model, rng):
     state = ModelState(tiny_model, image=rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
     before = notifier_counts(state)
     explorer = Explorer(state)
-    parts = [explorer.layer_slider, explorer.tabs, *explorer.tabs.children]
+    parts = [explorer.layer_slider, explorer.tabs, *explorer.tabs.children, *explorer.views]
     explorer.close()
     assert notifier_counts(state) == before
     assert all(part.comm is None for part in parts) and explorer.comm is None

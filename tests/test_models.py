@@ -30,8 +30,8 @@ VGG16_TABLE = [
 TYPES = {"conv": "Conv2D", "pool": "MaxPooling2D", "flatten": "Flatten", "fc": "Dense", "predictions": "Dense"}
 
 
-def test_vgg16_layer_table_matches_the_reference():
-    model = load_model("vgg16", weights=None)
+def test_vgg16_layer_table_matches_the_reference(vgg16_full):
+    model = vgg16_full
     rows = ModelGraph(model).summary()
     assert len(rows) == len(VGG16_TABLE)
     assert rows[0]["type"] == "InputLayer" and rows[0]["name"].startswith("input")

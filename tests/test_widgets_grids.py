@@ -223,7 +223,7 @@ def test_activation_grid_redraws_for_colormap_and_normalization(state):
     grid = ActivationGrid(state)
     state.colormap = "viridis"
     assert grid.redraws == 2
-    mosaic, _ = render.render_mosaic(state.activation(), "per_map", "viridis", max_side=112)
+    mosaic, _ = render.render_mosaic(state.activation(), "per_map", "viridis", max_side=grid.max_tile_px)
     np.testing.assert_array_equal(picture(grid.figure), mosaic.image)
     state.normalization = "per_layer"
     maps = state.activation()

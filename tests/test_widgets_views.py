@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnviz_widgets import CnnvizError, ModelState, load_model, render
+from cnnviz_widgets import CnnvizError, ModelState, render
 from cnnviz_widgets.widgets.effect import KERNEL_TILE_PX, MAP_SIDE, SIGNED_CMAP, FilterEffect
 from cnnviz_widgets.widgets.summary import LayerSummary
 from tests.conftest import notifier_counts, short
@@ -21,9 +21,9 @@ def picture(figure) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def vgg16_full_state():
+def vgg16_full_state(vgg16_full):
     """VGG16 with its classifier, random weights: the reference table of the original notebook."""
-    return ModelState(load_model("vgg16", weights=None))
+    return ModelState(vgg16_full)
 
 
 # -- LayerSummary --------------------------------------------------------------------------------------

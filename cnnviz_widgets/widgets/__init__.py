@@ -8,9 +8,13 @@ Views can also be used one by one on a shared state: `ActivationGrid(state)`, `W
 """
 
 from .effect import FilterEffect
+from .explain import ClassActivationMap, CompareImages, Predictions
 from .explorer import Explorer
 from .grids import ActivationGrid, WeightGrid
 from .mosaic import MosaicFigure
+from .pixel import ConvolutionAtPixel
+from .stats import ChannelStats
 from .summary import LayerSummary
 
-__all__ = ["ActivationGrid", "Explorer", "FilterEffect", "LayerSummary", "MosaicFigure", "WeightGrid"]
+__all__ = ["ActivationGrid", "ChannelStats", "ClassActivationMap", "CompareImages", "ConvolutionAtPixel", "Explorer",
+           "FilterEffect", "LayerSummary", "MosaicFigure", "Predictions", "WeightGrid"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import ipywidgets
+
 from ..state import ModelState
 
 
@@ -22,3 +24,31 @@ def format_number(value: float) -> str:
     if size >= 0.01 or size == 0:
         return f"{value:.2f}"
     return f"{value:.2g}"
+
+
+def close_all(root: ipywidgets.Widget) -> None:
+    """Close `root` and every widget reachable through its traits (layouts, styles, bqplot scales included).
+
+    A plain `close()` leaves a widget's Layout, Style and the default scales of a bqplot Figure registered
+    with the kernel; closing what a view made, all of it, keeps a long session from accumulating them.
+    """
+    seen: set[int] = set()
+    pending = [root]
+    while pending:
+        widget = pending.pop()
+        if id(widget) in seen:
+            continue
+        seen.add(id(widget))
+        for name in widget.keys:
+            pending.extend(_widgets_in(getattr(widget, name, None)))
+        ipywidgets.Widget.close(widget)
+
+
+def _widgets_in(value: Any) -> list[ipywidgets.Widget]:
+    if isinstance(value, ipywidgets.Widget):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [w for item in value for w in _widgets_in(item)]
+    if isinstance(value, dict):
+        return [w for item in value.values() for w in _widgets_in(item)]
+    return []

@@ -19,7 +19,7 @@ import traitlets
 from .. import render
 from ..effects import FilterBreakdown, parse_channels
 from ..errors import CnnvizError, LayerError
-from ._common import as_state, format_number
+from ._common import as_state, close_all, format_number
 from .mosaic import MosaicFigure
 
 MAP_SIDE = 192
@@ -260,6 +260,7 @@ class FilterEffect(ipywidgets.VBox):
                      self.controls, self.message):
             part.close()
         super().close()
+        close_all(self)
 
 
 def _kernel_tables(b: FilterBreakdown) -> str:

@@ -7,16 +7,23 @@ The controls are linked both ways to the state's traits, so moving a slider, cli
 from __future__ import annotations
 
 import html
+import warnings
+from pathlib import Path
 from typing import Any
 
 import ipywidgets
 import traitlets
 
 from .. import images, render
-from ..errors import CnnvizError
+from ..errors import CnnvizError, CnnvizWarning
+from ..export import export_png
 from ..state import ModelState
+from ._common import close_all
 from .effect import FilterEffect
+from .explain import ClassActivationMap, CompareImages, Predictions
 from .grids import ActivationGrid, WeightGrid
+from .pixel import ConvolutionAtPixel
+from .stats import ChannelStats
 from .summary import LayerSummary
 
 MAX_UPLOAD_BYTES = 20 * 2**20
@@ -78,10 +85,30 @@ class Explorer(ipywidgets.VBox):
         self.activation_grid = ActivationGrid(state)
         self.weight_grid = WeightGrid(state)
         self.filter_effect = FilterEffect(state)
+        self.convolution_at_pixel = ConvolutionAtPixel(state)
+        self.channel_stats = ChannelStats(state)
         self.layer_summary = LayerSummary(state)
-        self.tabs = _with_class(ipywidgets.Tab(
-            children=[self.activation_grid, self.weight_grid, self.filter_effect, self.layer_summary],
-            titles=("Activations", "Weights", "Filter effect", "Layers")), "cnnviz-tabs")
+        # Views that need a gradient pass start inactive: opening the Explorer runs no more than one forward pass.
+        self.predictions = Predictions(state, active=False)
+        self.class_activation_map = ClassActivationMap(state, active=False)
+        try:
+            self.compare_images = CompareImages(state, "cat", active=False)
+        except CnnvizError:  # e.g. the cat is too small for this model at this max_side: start on the same image
+            self.compare_images = CompareImages(state, state.image, active=False)
+        views = {"Activations": self.activation_grid, "Weights": self.weight_grid,
+                 "Filter effect": self.filter_effect, "One value": self.convolution_at_pixel,
+                 "Channel stats": self.channel_stats, "Layers": self.layer_summary,
+                 "Predictions": self.predictions, "Why (Grad-CAM)": self.class_activation_map,
+                 "Compare images": self.compare_images}
+        self.views = list(views.values())
+        # Each tab holds its view only from the first time it is opened: a bqplot figure first laid out in a
+        # hidden tab measures 0 px (and the browser logs negative sizes for its shapes).
+        self._tab_pages = [ipywidgets.Box(layout=ipywidgets.Layout(display="block")) for _ in self.views]
+        self.tabs = _with_class(ipywidgets.Tab(children=self._tab_pages, titles=tuple(views)), "cnnviz-tabs")
+        self.export_button = _with_class(ipywidgets.Button(
+            description="Export PNG", icon="download",
+            tooltip="save the open tab's picture as a PNG in the current folder"), "cnnviz-export-button")
+        self.export_button.on_click(self._on_export)
 
         for trait, control in (("layer", self.layer_slider), ("channel", self.channel_slider),
                                ("filter", self.filter_slider), ("colormap", self.colormap_picker),
@@ -98,7 +125,7 @@ class Explorer(ipywidgets.VBox):
             _with_class(ipywidgets.HBox([self.layer_slider, self.channel_slider, self.filter_slider]),
                         "cnnviz-index-controls"),
             _with_class(ipywidgets.HBox([self.image_picker, self.upload, self.colormap_picker,
-                                         self.normalization_picker]), "cnnviz-display-controls"),
+                                         self.normalization_picker, self.export_button]), "cnnviz-display-controls"),
         ])
         self.controls.add_class("cnnviz-controls")
         super().__init__(children=[self.header, self.controls, self.message, self.tabs, self.status])
@@ -142,9 +169,17 @@ class Explorer(ipywidgets.VBox):
         # Grids in background tabs skip their redraws (the activation mosaic costs tens of ms a frame while a
         # slider is dragged) and catch up when their tab is opened.
         selected = self.tabs.selected_index or 0
-        for index, view in enumerate(self.tabs.children):
+        page = self._tab_pages[selected]
+        if not page.children:
+            page.children = (self.views[selected],)
+        for index, view in enumerate(self.views):
             if hasattr(view, "active"):
                 view.active = index == selected
+
+    @property
+    def current_view(self) -> ipywidgets.Widget:
+        """The view in the open tab."""
+        return self.views[self.tabs.selected_index or 0]
 
     # -- controls -> state -----------------------------------------------------------------------------
 
@@ -158,22 +193,51 @@ class Explorer(ipywidgets.VBox):
         if not files:
             return
         upload = files[0]
-        name, size = upload.get("name", "upload"), int(upload.get("size", len(upload["content"])))
+        content = upload["content"]
+        # The bytes received rule, not only the size the front end claims (a client could understate it).
+        received = content.nbytes if isinstance(content, memoryview) else len(content)
+        name, size = upload.get("name", "upload"), max(int(upload.get("size", 0)), received)
         if size > MAX_UPLOAD_BYTES:
             self._show_error(f"{name} is {size / 2**20:.1f} MiB; uploads up to {MAX_UPLOAD_BYTES // 2**20} MiB "
                              "are accepted. The previous image stays.")
         else:
-            self._set_image(bytes(upload["content"]), name=name)
+            self._set_image(bytes(content), name=name)
         self.upload.value = ()  # so the same file can be chosen again
 
     def _set_image(self, source: Any, name: str) -> None:
-        try:
-            self.state.set_image(source, name=name)
-        except CnnvizError as error:
+        # What load_image did on the user's behalf (first frame of an animation, channels-first array...) is
+        # said in the message line: a warning raised in a widget callback only reaches the browser's log.
+        error: CnnvizError | None = None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CnnvizWarning)
+            try:
+                self.state.set_image(source, name=name)
+            except CnnvizError as err:
+                error = err
+        notes = []
+        for caught_warning in caught:
+            if issubclass(caught_warning.category, CnnvizWarning):
+                notes.append(str(caught_warning.message))
+            else:  # not ours to show: passed on as if it had not been caught
+                warnings.warn_explicit(caught_warning.message, caught_warning.category, caught_warning.filename,
+                                       caught_warning.lineno, source=caught_warning.source)
+        if error is not None:
             text = str(error).rstrip()
             self._show_error(f"{text}{'' if text.endswith('.') else '.'} The previous image stays.")
+        elif notes:
+            self.message.value = f'<span style="color: #555">{html.escape(" ".join(notes))}</span>'
         else:
             self.message.value = ""
+
+    def _on_export(self, _button: ipywidgets.Button) -> None:
+        view = self.current_view
+        path = Path.cwd() / f"cnnviz_{type(view).__name__}_{self.state.layer.replace('/', '_')}.png"
+        try:
+            export_png(view, path, state=self.state)
+        except CnnvizError as error:
+            self._show_error(str(error))
+            return
+        self.message.value = f"saved {html.escape(str(path))} (the code that rebuilds it is in its metadata)"
 
     def _show_error(self, text: str) -> None:
         self.message.value = f'<span style="color: #c62828">{html.escape(text)}</span>'
@@ -189,7 +253,9 @@ class Explorer(ipywidgets.VBox):
         self._links, self._state_handlers = [], []
         # getattr: close() also runs (from __del__) on an explorer whose __init__ failed half way
         controls = getattr(self, "controls", None)
-        names = ("activation_grid", "weight_grid", "filter_effect", "layer_summary", "tabs", "header",
+        names = ("activation_grid", "weight_grid", "filter_effect", "convolution_at_pixel", "channel_stats",
+                 "layer_summary", "predictions", "class_activation_map", "compare_images", "tabs", "header",
+                 "export_button",
                  "layer_slider", "channel_slider", "filter_slider", "image_picker", "upload", "colormap_picker",
                  "normalization_picker", "message", "status")
         parts = [getattr(self, name, None) for name in names]
@@ -198,6 +264,7 @@ class Explorer(ipywidgets.VBox):
             if part is not None:
                 part.close()
         super().close()
+        close_all(self)
 
 
 def _with_class(widget: ipywidgets.DOMWidget, css_class: str) -> Any:

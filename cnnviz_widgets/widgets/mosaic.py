@@ -19,10 +19,11 @@ import numpy as np
 
 from .. import render
 from ..errors import CnnvizError
+from ._common import close_all
 
 _MARGIN = dict(top=2, bottom=2, left=2, right=2)  # no axes on the mosaic: keep the picture edge to edge
 _COLORBAR_HEIGHT_PX = 62  # strip + tick labels underneath
-_COLORBAR_MARGIN = dict(top=4, bottom=30, left=14, right=14)
+_COLORBAR_MARGIN = dict(top=4, bottom=30, left=34, right=34)  # room for end labels ("tile max")
 _HIGHLIGHT_COLOR = "#ff7f0e"  # orange: stands out on grey, coolwarm, viridis and magma alike
 
 
@@ -40,7 +41,8 @@ class MosaicFigure(ipywidgets.VBox):
         Whether a colour bar may be shown (it is drawn only when `show` gets one).
     """
 
-    def __init__(self, *, css_class: str | None = None, width_px: int = 420, colorbar: bool = True):
+    def __init__(self, *, css_class: str | None = None, width_px: int = 420, colorbar: bool = True,
+                 hover_labels: bool = True):
         self.width_px = int(width_px)
         self.mosaic: render.Mosaic | None = None
         self.redraws = 0
@@ -66,7 +68,8 @@ class MosaicFigure(ipywidgets.VBox):
         self._outline = bqplot.Lines(x=[0.0], y=[0.0], scales=scales, colors=[_HIGHLIGHT_COLOR], stroke_width=3,
                                      visible=False, interactions={}, apply_clip=False)
         self.figure = bqplot.Figure(
-            marks=[self.image_mark, self._outline, self._hover_marks], axes=[], fig_margin=dict(_MARGIN),
+            marks=[self.image_mark, self._outline, *([self._hover_marks] if hover_labels else [])], axes=[],
+            fig_margin=dict(_MARGIN),
             padding_x=0.0, padding_y=0.0, min_aspect_ratio=0.01, max_aspect_ratio=100.0,
             layout=ipywidgets.Layout(width=f"{self.width_px}px", height=f"{self.width_px}px"),
         )
@@ -84,11 +87,11 @@ class MosaicFigure(ipywidgets.VBox):
             self._colorbar_figure = bqplot.Figure(
                 marks=[self._bar_mark], axes=[self._bar_axis], fig_margin=dict(_COLORBAR_MARGIN),
                 padding_x=0.0, padding_y=0.0, min_aspect_ratio=0.01, max_aspect_ratio=100.0,
-                layout=ipywidgets.Layout(width=f"{self.width_px}px", height=f"{_COLORBAR_HEIGHT_PX}px",
-                                         display="none"),
+                layout=ipywidgets.Layout(width=f"{self.width_px}px", height=f"{_COLORBAR_HEIGHT_PX}px"),
             )
             self._colorbar_figure.add_class("cnnviz-colorbar")
-            children.append(self._colorbar_figure)
+            # Shown only once it has values: a bqplot figure laid out while hidden measures 0 px, and the
+            # browser then logs negative widths for its shapes.
         super().__init__(children=children)
         if css_class:
             self.add_class(css_class)
@@ -188,6 +191,7 @@ class MosaicFigure(ipywidgets.VBox):
         # A new ipywidgets.Image each time: changing .value of the shown one does not redraw the mark.
         old = self.image_mark.image
         self.image_mark.image = ipywidgets.Image(value=encoded, format=fmt)
+        old.layout.close()  # an Image brings its own Layout widget
         old.close()
         self._x_scale.min, self._x_scale.max = 0.0, float(mosaic.cols)
         self._y_scale.min, self._y_scale.max = 0.0, float(mosaic.rows)
@@ -213,13 +217,14 @@ class MosaicFigure(ipywidgets.VBox):
         if self._colorbar_figure is None:
             return
         if bar is None:
-            self._colorbar_figure.layout.display = "none"
+            self.children = [child for child in self.children if child is not self._colorbar_figure]
             return
         cmap, lo, hi = bar
         if cmap != self._colorbar_cmap:
             strip = np.repeat(render.colormap_lut(cmap)[None, :, :], 8, axis=0)  # (8, 256, 3)
             old = self._bar_mark.image
             self._bar_mark.image = ipywidgets.Image(value=render.encode_png(strip), format="png")
+            old.layout.close()  # an Image brings its own Layout widget
             old.close()
             self._colorbar_cmap = cmap
         if not hi > lo:  # a flat stack: still a readable axis
@@ -231,12 +236,23 @@ class MosaicFigure(ipywidgets.VBox):
         # the front end looks tick labels up by the tick value as JavaScript prints it
         self._bar_axis.tick_labels = {} if ends is None else {_js_number(lo): ends[0], _js_number(hi): ends[1]}
         self._bar_axis.label = label
-        self._colorbar_figure.layout.display = None
+        if self._colorbar_figure not in self.children:
+            self.children = [*self.children, self._colorbar_figure]
 
     @property
     def colorbar_values(self) -> tuple[str, float, float] | None:
         """(colour map, value at its low end, value at its high end) of the shown colour bar, or None."""
         return None if self._last_drawn is None else self._last_drawn[3]
+
+    @property
+    def colorbar_label(self) -> str:
+        """The caption under the shown colour bar ("" when none)."""
+        return "" if self._last_drawn is None else self._last_drawn[6]
+
+    @property
+    def colorbar_ends(self) -> tuple[str, str] | None:
+        """Words shown at the colour bar's ends instead of numbers (e.g. "tile min", "tile max"), or None."""
+        return None if self._last_drawn is None else self._last_drawn[7]
 
     @property
     def tooltips(self) -> list[str]:
@@ -277,18 +293,14 @@ class MosaicFigure(ipywidgets.VBox):
     # -- lifetime --------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the figure, its marks and pictures; forget the click callbacks."""
+        """Close the figure, its marks, scales and pictures; forget the click callbacks."""
         self._click_callbacks.clear()
-        parts: list[Any] = [self.image_mark.image, self.image_mark, self._outline, self._hover_marks,
-                            self._hover_marks.tooltip,
-                            self._x_scale, self._y_scale, self.figure, self.title]
-        if self._colorbar_figure is not None:
-            parts += [self._bar_mark.image, self._bar_mark, self._bar_axis, self._bar_scale,
-                      *self._bar_mark.scales.values(), self._colorbar_figure]
-        for part in parts:
-            if part is not None:
-                part.close()
         super().close()
+        # The colour bar (until first shown) and the hover marks (with hover_labels=False) may be out of the
+        # widget tree, so they are closed on their own.
+        for root in (self, self._colorbar_figure, self._hover_marks):
+            if root is not None:
+                close_all(root)
 
 
 def _js_number(value: float) -> str:

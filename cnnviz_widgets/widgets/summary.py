@@ -16,7 +16,7 @@ import ipywidgets
 import traitlets
 
 from ..state import ModelState
-from ._common import as_state
+from ._common import as_state, close_all
 
 _ROW_CLASS = "cnnviz-summary-row"
 _CURRENT_STYLE = "info"
@@ -125,6 +125,7 @@ class LayerSummary(ipywidgets.VBox):
         for part in (self.table, self.header, self.column_head, self.totals):
             part.close()
         super().close()
+        close_all(self)
 
 
 def _format_rows(rows: list[dict]) -> list[str]:

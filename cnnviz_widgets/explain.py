@@ -1,0 +1,550 @@
+"""Why the network decides: its top predictions, Grad-CAM and plain gradient saliency maps.
+
+For a model with a classifier (output (batch, classes)) `Explainer.predict` gives the top classes, with the
+ImageNet class names shipped in ``data/imagenet_classes.json`` for 1000-class models. `Explainer.grad_cam`
+(Selvaraju et al. 2017) weighs a conv layer's maps by the mean gradient of a score over each map, sums them
+and keeps the positive part; `Explainer.saliency` (Simonyan et al. 2013) is |d score / d input|, the largest
+over the fed channels. The score is a class's logit (the value before softmax, as in the Grad-CAM paper) or
+its probability, or, for a model without a classifier (the offline VGG16 conv weights), the mean activation
+of one channel of a layer: "what in the picture drives this filter".
+
+Gradients are taken with `tf.GradientTape` through the model's own layers (the `ModelGraph`), so nothing is
+copied. TensorFlow is imported inside functions, after `_keras.keras()`; no widgets here.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from . import render
+from ._keras import keras
+from .activations import input_key
+from .errors import CnnvizError, LayerError, ModelError
+from .models import ModelGraph
+
+SCORES = ("logit", "probability")
+"""What a class target's gradient is taken of: the class's logit (pre-softmax; Grad-CAM's choice: it does
+not shrink as other classes grow) or its probability (the model's output)."""
+METHODS = ("grad-cam", "saliency")
+IMAGENET_CLASSES = 1000
+_CACHED_RESULTS = 16  # explanations kept per Explainer (small: a heat map is one (H, W) float32 array)
+
+
+# --------------------------------------------------------------------------------------------- class names
+
+
+@functools.cache
+def imagenet_class_index() -> dict[int, tuple[str, str]]:
+    """The ImageNet-1k classes in Keras' ``imagenet_class_index.json`` form: index -> (WordNet id, name).
+
+    Shipped with the package (see data/CREDITS.md), so nothing is downloaded. Names are Keras' short ones,
+    e.g. 281 -> ("n02123045", "tabby"), 817 -> ("n04285008", "sports_car").
+    """
+    text = resources.files(__package__ or "cnnviz_widgets").joinpath("data", "imagenet_classes.json").read_text(
+        encoding="utf-8")
+    return {int(k): (v[0], v[1]) for k, v in json.loads(text).items()}
+
+
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet class names for display, in class order ("sports_car" reads "sports car")."""
+    index = imagenet_class_index()
+    return tuple(index[i][1].replace("_", " ") for i in range(IMAGENET_CLASSES))
+
+
+# --------------------------------------------------------------------------------------------- classifier
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """What a model's class output is.
+
+    layer : name of the output layer in the `ModelGraph`.
+    n_classes : length of the output vector.
+    names : one display name per class.
+    names_source : "ImageNet" (1000 classes), "given" (by the user) or "index" ("class 7").
+    activation : the output layer's activation: "softmax" (probabilities), "sigmoid" (one probability per
+        class, independent) or anything else (scores; probabilities are then a softmax computed here).
+    logit : how a class's logit is reached, for gradients: "dense" (recomputed from the output Dense layer's
+        input), "activation" (the input of a final softmax layer), "output" (the output is the logit), or ""
+        (not reachable: gradients are taken of the probability).
+    """
+
+    layer: str
+    n_classes: int
+    names: tuple[str, ...]
+    names_source: str
+    activation: str
+    logit: str
+
+    @property
+    def probability_words(self) -> str:
+        """How the shown probabilities relate to the model's output, in words."""
+        if self.activation == "softmax":
+            return "the model's softmax output"
+        if self.activation == "sigmoid":
+            return "the model's sigmoid outputs (one per class, independent: they need not sum to 1)"
+        return f"a softmax of the model's {self.activation or 'linear'} outputs (the model has no softmax)"
+
+
+def _activation_name(layer: Any) -> str:
+    try:
+        value = layer.get_config().get("activation", "")
+    except Exception:  # a custom layer without get_config: its activation is unknown
+        return ""
+    if isinstance(value, dict):  # a serialised activation object
+        value = value.get("config", {}).get("name", "") or value.get("class_name", "")
+    return str(value or "").lower()
+
+
+def _output_node(graph: ModelGraph) -> Any:
+    outputs = graph.output_tensors
+    if len(outputs) != 1:
+        raise ModelError(f"{graph.model.name} has {len(outputs)} outputs; predictions are shown for models "
+                         "with one class output")
+    for node in reversed(graph.nodes.values()):
+        if node.tensor is outputs[0]:
+            return node
+    raise ModelError(f"cannot find the output layer of {graph.model.name}")
+
+
+def find_classifier(graph: ModelGraph, class_names: Sequence[str] | None = None) -> Classifier:
+    """The model's classifier output, or ModelError saying why it has none.
+
+    class_names : one name per class (default: ImageNet's for 1000 classes, "class i" otherwise).
+    """
+    node = _output_node(graph)
+    shape = tuple(node.output_shape)
+    if len(shape) != 2:
+        raise ModelError(
+            f"{graph.model.name} has no classifier: its output is {shape} (maps, not one score per class), so "
+            "there are no class predictions. VGG16 with weights='bsds500' keeps only the 13 conv layers; use "
+            "weights='imagenet' (or None for the untrained architecture) for the classifier. Grad-CAM and "
+            "saliency of one filter's mean activation work without a classifier.")
+    n = shape[1]
+    if n is None or n < 2:
+        raise ModelError(f"{graph.model.name}'s output {shape} has {n} value(s) per image; predictions are shown "
+                         "for classifiers with at least 2 classes")
+    if class_names is not None:
+        names = tuple(str(name) for name in class_names)
+        if len(names) != n:
+            raise ModelError(f"class_names has {len(names)} names; {graph.model.name} has {n} classes")
+        source = "given"
+    elif n == IMAGENET_CLASSES:
+        names, source = imagenet_class_names(), "ImageNet"
+    else:
+        names, source = tuple(f"class {i}" for i in range(n)), "index"
+    activation = _activation_name(node.layer)
+    if node.class_name == "Softmax":
+        activation = "softmax"
+    if node.class_name == "Dense":
+        logit = "dense" if activation not in ("", "linear") else "output"
+    elif node.class_name in ("Softmax", "Activation") and len(node.inputs) == 1:
+        logit = "activation"
+    else:
+        logit = "output" if activation in ("", "linear") else ""
+    return Classifier(node.name, int(n), names, source, activation, logit)
+
+
+# --------------------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: an ndarray field makes a generated __eq__ meaningless
+class TopClasses:
+    """The top classes for one input, most likely first.
+
+    indices : class indices. probabilities : (k,) float64, see `note`. names : display names.
+    outputs : (n_classes,) float32, the model's raw output vector. note : how the probabilities were had.
+    """
+
+    indices: tuple[int, ...]
+    probabilities: np.ndarray
+    names: tuple[str, ...]
+    outputs: np.ndarray
+    note: str
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an explanation explains: a class's score, or one filter's mean activation in a layer.
+
+    kind : "class" or "filter". index : the class, or the filter (output channel) of `layer`.
+    layer : the filter's layer ("" for a class).
+    """
+
+    kind: str
+    index: int
+    layer: str = ""
+
+    def words(self, classifier: Classifier | None = None) -> str:
+        if self.kind == "class":
+            name = classifier.names[self.index] if classifier is not None else ""
+            return f"class {self.index}" + (f" ({name})" if name and name != f"class {self.index}" else "")
+        return f"{self.layer} filter {self.index}"
+
+
+@dataclass(frozen=True, eq=False)
+class Explanation:
+    """A map of where in the picture a score comes from.
+
+    method : "grad-cam" or "saliency".
+    target : what is explained; score : "logit", "probability" or "mean activation"; score_value : its value.
+    layer : the conv layer whose maps Grad-CAM weighs (saliency: the model input).
+    raw : (h, w) float32 >= 0. Grad-CAM: relu(sum_k weights_k A_k) at the layer's resolution; saliency:
+        max over the fed channels of |d score / d input|, at the input's resolution.
+    heatmap : (H, W) float32 in [0, 1]: `raw` brought to the fed input's size (bilinear, half-pixel centres)
+        and scaled by its min..max (all zero when `raw` is flat).
+    weights : (C,) float32, Grad-CAM's per-map weights (mean gradient over each map); None for saliency.
+    note : what the user should know (e.g. the map is all zero).
+    """
+
+    method: str
+    target: Target
+    score: str
+    score_value: float
+    layer: str
+    raw: np.ndarray
+    heatmap: np.ndarray
+    weights: np.ndarray | None
+    note: str = ""
+
+
+# --------------------------------------------------------------------------------------------- pictures
+
+
+def upsample(values: np.ndarray, size: tuple[int, int], align_corners: bool = False) -> np.ndarray:
+    """Bilinear resize of an (h, w) map to size = (H, W), float32.
+
+    align_corners False (default): pixel centres line up (a cell of a stride-16 map covers 16 input pixels),
+    as OpenCV's and Pillow's bilinear resize and the Grad-CAM authors' code do; edges are clamped.
+    True: the corner pixels line up, as `scipy.ndimage.zoom(order=1)` (and so tf-keras-vis) does.
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 2 or arr.size == 0:
+        raise CnnvizError(f"values must be a non-empty (h, w) map; got shape {arr.shape}")
+    height, width = (int(s) for s in size)
+    if height < 1 or width < 1:
+        raise CnnvizError(f"size must be two positive integers (height, width); got {size!r}")
+    y0, y1, wy = _linear_taps(arr.shape[0], height, align_corners)
+    x0, x1, wx = _linear_taps(arr.shape[1], width, align_corners)
+    rows = arr[y0] * (1 - wy)[:, None] + arr[y1] * wy[:, None]
+    return (rows[:, x0] * (1 - wx) + rows[:, x1] * wx).astype(np.float32)
+
+
+def _linear_taps(n_in: int, n_out: int, align_corners: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each output position: the two input indices it lies between and the weight of the second."""
+    if align_corners:
+        pos = np.arange(n_out) * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(1)
+    else:
+        pos = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    pos = np.clip(pos, 0, n_in - 1)
+    low = np.minimum(np.floor(pos).astype(int), n_in - 1)
+    return low, np.minimum(low + 1, n_in - 1), pos - low
+
+
+def overlay(picture: np.ndarray, heatmap: np.ndarray, cmap: str = "magma", opacity: float = 0.5) -> np.ndarray:
+    """The picture with a coloured heat map over it: (1 - opacity) * picture + opacity * colour(heatmap).
+
+    picture : (H, W, 3) uint8. heatmap : (H, W) values in [0, 1]. opacity : 0 (the picture) .. 1 (the map).
+    Returns (H, W, 3) uint8.
+    """
+    pic = np.asarray(picture)
+    heat = np.asarray(heatmap)
+    if pic.dtype != np.uint8 or pic.ndim != 3 or pic.shape[2] != 3:
+        raise CnnvizError(f"picture must be (H, W, 3) uint8; got shape {pic.shape}, dtype {pic.dtype}")
+    if heat.shape != pic.shape[:2]:
+        raise CnnvizError(f"heatmap must be (H, W) = {pic.shape[:2]} like the picture; got {heat.shape}")
+    if not (isinstance(opacity, (int, float)) and 0.0 <= float(opacity) <= 1.0):
+        raise CnnvizError(f"opacity must be a number in 0..1; got {opacity!r}")
+    colour = render.apply_colormap(heat, cmap)
+    if colour.ndim == 2:  # grey gives one channel
+        colour = np.repeat(colour[..., None], 3, axis=2)
+    blend = (1.0 - float(opacity)) * pic.astype(np.float32) + float(opacity) * colour.astype(np.float32)
+    return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+
+
+def _unit(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`raw` at `size`, scaled by its min..max to [0, 1] (a flat map is all zero)."""
+    big = raw if raw.shape == tuple(size) else upsample(raw, size)
+    return render.normalize(big[..., None], "per_map")[0][..., 0]
+
+
+# --------------------------------------------------------------------------------------------- explainer
+
+
+class Explainer:
+    """Predictions, Grad-CAM and saliency for the model of a `ModelGraph`.
+
+    Parameters
+    ----------
+    graph
+        The flattened model (its layers are the model's own: nothing is copied).
+    class_names
+        One name per class of the model's output; default ImageNet's for 1000 classes, else "class i".
+
+    Inputs `x` are prepared model inputs (H, W, C) float32, as `inputs.prepare_input` makes them; `key`
+    (e.g. `activations.input_key(x)`) lets results be reused for the same input.
+    """
+
+    def __init__(self, graph: ModelGraph, class_names: Sequence[str] | None = None):
+        self.graph = graph
+        self._class_names = None if class_names is None else tuple(class_names)
+        self._classifier: Classifier | ModelError | None = None
+        self._models: dict[tuple, Any] = {}
+        self._outputs: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._results: OrderedDict[tuple, Explanation] = OrderedDict()
+        self.forward_passes = 0
+        self.gradient_passes = 0
+        self.last_seconds = 0.0
+
+    # -- the classifier ---------------------------------------------------------------------------------
+
+    @property
+    def classifier(self) -> Classifier:
+        """The model's classifier; ModelError (saying why) for a model without one."""
+        found = self._find_classifier()
+        if isinstance(found, ModelError):
+            raise ModelError(str(found))  # a fresh error each time: no traceback piles up on a shared one
+        return found
+
+    @property
+    def has_classifier(self) -> bool:
+        return isinstance(self._find_classifier(), Classifier)
+
+    def _find_classifier(self) -> Classifier | ModelError:
+        if self._classifier is None:
+            try:
+                self._classifier = find_classifier(self.graph, self._class_names)
+            except ModelError as err:
+                self._classifier = err
+        return self._classifier
+
+    def set_class_names(self, class_names: Sequence[str] | None) -> None:
+        """Name the classes (None: the default names). ModelError if the count does not match."""
+        names = None if class_names is None else tuple(class_names)
+        classifier = find_classifier(self.graph, names)  # raises before anything changes
+        self._class_names, self._classifier = names, classifier
+
+    # -- predictions ------------------------------------------------------------------------------------
+
+    def outputs(self, x: np.ndarray, key: str | None = None) -> np.ndarray:
+        """(n_classes,) float32: the model's output for the prepared input `x` (H, W, C)."""
+        self.classifier  # noqa: B018  (raises for a model without a classifier)
+        key = key or _key(x)
+        if key not in self._outputs:
+            start = time.perf_counter()
+            out = self.graph.model(x[np.newaxis], training=False)
+            out = out[0] if isinstance(out, (list, tuple)) else out
+            self.forward_passes += 1
+            self.last_seconds = time.perf_counter() - start
+            self._outputs[key] = np.asarray(out, dtype=np.float32)[0]
+            while len(self._outputs) > 4:
+                self._outputs.popitem(last=False)
+        self._outputs.move_to_end(key)
+        return self._outputs[key]
+
+    def probabilities(self, outputs: np.ndarray) -> np.ndarray:
+        """(n_classes,) float64 probabilities from the model's outputs (see `Classifier.probability_words`)."""
+        out = np.asarray(outputs, dtype=np.float64)
+        if self.classifier.activation in ("softmax", "sigmoid"):
+            return out
+        shifted = np.exp(out - out.max())
+        return shifted / shifted.sum()
+
+    def predict(self, x: np.ndarray, top: int = 5, key: str | None = None) -> TopClasses:
+        """The `top` most likely classes for the prepared input `x` (H, W, C)."""
+        classifier = self.classifier
+        if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+            raise CnnvizError(f"top must be an integer >= 1; got {top!r}")
+        outputs = self.outputs(x, key)
+        order = np.argsort(-outputs, kind="stable")[: min(top, classifier.n_classes)]
+        probabilities = self.probabilities(outputs)[order]
+        return TopClasses(tuple(int(i) for i in order), probabilities,
+                           tuple(classifier.names[i] for i in order), outputs, classifier.probability_words)
+
+    def top_class(self, x: np.ndarray, key: str | None = None) -> int:
+        return int(np.argmax(self.outputs(x, key)))
+
+    # -- what can be explained --------------------------------------------------------------------------
+
+    def conv_layers(self, before: str | None = None) -> list[str]:
+        """Conv layers with (batch, H, W, C) output in network order; with `before`, only those ahead of it."""
+        names = [n.name for n in self.graph.nodes.values() if n.kind == "conv" and n.is_map]
+        if before is None:
+            return names
+        order = list(self.graph.nodes)
+        position = order.index(self.graph.node(before).name)
+        return [n for n in names if order.index(n) < position]
+
+    def default_layer(self, target: Target) -> str:
+        """The layer Grad-CAM weighs by default: the last conv layer (before the target's layer)."""
+        convs = self.conv_layers(before=target.layer if target.kind == "filter" else None)
+        if not convs:
+            where = f" before {target.layer}" if target.kind == "filter" else ""
+            raise LayerError(f"{self.graph.model.name} has no conv layer{where} for Grad-CAM to weigh; "
+                             "the saliency map works on the input instead")
+        return convs[-1]
+
+    def class_target(self, x: np.ndarray, class_index: int | None = None, key: str | None = None) -> Target:
+        """A class target: `class_index`, or the top prediction for `x`."""
+        classifier = self.classifier
+        if class_index is None:
+            return Target("class", self.top_class(x, key))
+        if isinstance(class_index, bool) or not isinstance(class_index, (int, np.integer)) or not (
+                0 <= class_index < classifier.n_classes):
+            raise CnnvizError(f"class_index must be an integer in 0..{classifier.n_classes - 1}; got {class_index!r}")
+        return Target("class", int(class_index))
+
+    def filter_target(self, layer: str, filter: int) -> Target:
+        """A filter target: the mean activation of output channel `filter` of `layer` (a layer with maps)."""
+        node = self.graph.node(layer)
+        if not node.is_map:
+            raise LayerError(f"{layer} ({node.class_name}) has no maps: a filter target needs a layer with "
+                             "(batch, height, width, channels) output")
+        n = int(node.output_shape[-1])
+        if isinstance(filter, bool) or not isinstance(filter, (int, np.integer)) or not 0 <= filter < n:
+            raise CnnvizError(f"{layer} has {n} filters (0..{n - 1}); got filter {filter!r}")
+        return Target("filter", int(filter), node.name)
+
+    # -- explanations -----------------------------------------------------------------------------------
+
+    def grad_cam(self, x: np.ndarray, target: Target, layer: str | None = None, score: str | None = None,
+                 key: str | None = None) -> Explanation:
+        """Grad-CAM of `target` on the conv `layer` (default: the last conv layer before the target).
+
+        score : for a class target, "logit" (default where the model's logit can be reached) or "probability".
+        """
+        layer = self.default_layer(target) if layer is None else layer
+        node = self.graph.node(layer)
+        if not node.is_map:
+            raise LayerError(f"{layer} ({node.class_name}) has no maps for Grad-CAM to weigh; use a conv layer")
+        score = self._score_kind(target, score)
+        cache_key = ("grad-cam", key or _key(x), target, node.name, score)
+        if cache_key in self._results:
+            self._results.move_to_end(cache_key)
+            return self._results[cache_key]
+        maps, grads, value = self._gradients(x, target, score, node.name)
+        weights = grads.mean(axis=(0, 1))  # one weight per map: its mean gradient (the paper's alpha_k)
+        raw = np.maximum(np.tensordot(maps, weights, axes=([2], [0])), 0.0).astype(np.float32)
+        note = "" if raw.max() > 0 else (f"all zero: no map of {node.name} raises this score (every weighted sum "
+                                         "is negative)")
+        result = Explanation("grad-cam", target, score, value, node.name, raw,
+                             _unit(raw, x.shape[:2]), weights.astype(np.float32), note)
+        return self._remember(cache_key, result)
+
+    def saliency(self, x: np.ndarray, target: Target, score: str | None = None,
+                 key: str | None = None) -> Explanation:
+        """max over channels of |d score / d input| for the prepared input `x` (H, W, C)."""
+        score = self._score_kind(target, score)
+        cache_key = ("saliency", key or _key(x), target, score)
+        if cache_key in self._results:
+            self._results.move_to_end(cache_key)
+            return self._results[cache_key]
+        _, grads, value = self._gradients(x, target, score, None)
+        raw = np.abs(grads).max(axis=2).astype(np.float32)
+        note = "" if raw.max() > 0 else "all zero: this score does not change with any input pixel"
+        result = Explanation("saliency", target, score, value, self.graph.input_name, raw, _unit(raw, raw.shape),
+                             None, note)
+        return self._remember(cache_key, result)
+
+    def explain(self, x: np.ndarray, target: Target, method: str = "grad-cam", layer: str | None = None,
+                score: str | None = None, key: str | None = None) -> Explanation:
+        """`grad_cam` or `saliency` by name (METHODS)."""
+        if method == "grad-cam":
+            return self.grad_cam(x, target, layer=layer, score=score, key=key)
+        if method == "saliency":
+            return self.saliency(x, target, score=score, key=key)
+        raise CnnvizError(f"unknown method {method!r}; expected one of {METHODS}")
+
+    # -- the gradient pass --------------------------------------------------------------------------------
+
+    def _score_kind(self, target: Target, score: str | None) -> str:
+        if target.kind == "filter":
+            if score not in (None, "mean activation"):
+                raise CnnvizError(f"a filter target's score is its mean activation; got score={score!r}")
+            return "mean activation"
+        if target.kind != "class":
+            raise CnnvizError(f"unknown target kind {target.kind!r}; expected 'class' or 'filter'")
+        classifier = self.classifier
+        if score is None:
+            return "logit" if classifier.logit else "probability"
+        if score not in SCORES:
+            raise CnnvizError(f"unknown score {score!r}; expected one of {SCORES}")
+        if score == "logit" and not classifier.logit:
+            raise CnnvizError(f"the logit of {classifier.layer} ({self.graph.node(classifier.layer).class_name}, "
+                              f"activation {classifier.activation!r}) cannot be reached; use score='probability'")
+        return score
+
+    def _source(self, target: Target, score: str) -> str:
+        """The layer whose output the score is computed from."""
+        if target.kind == "filter":
+            return target.layer
+        classifier = self.classifier
+        if score == "logit" and classifier.logit in ("dense", "activation"):
+            return self.graph.node(classifier.layer).inputs[0]
+        return classifier.layer
+
+    def _model(self, layer: str | None, source: str) -> Any:
+        """A Keras model from the input to [layer's output (or the input), source's output], built once."""
+        key = (layer, source)
+        if key not in self._models:
+            first = self.graph.input_tensor if layer is None else self.graph.node(layer).tensor
+            self._models[key] = keras().Model(self.graph.input_tensor, [first, self.graph.node(source).tensor],
+                                              name="cnnviz_gradients")
+        return self._models[key]
+
+    def _gradients(self, x: np.ndarray, target: Target, score: str,
+                   layer: str | None) -> tuple[np.ndarray, np.ndarray, float]:
+        """(maps (h, w, C), d score / d maps (h, w, C), score value); layer None: the input and its gradient."""
+        import tensorflow as tf
+
+        source = self._source(target, score)
+        model = self._model(layer, source)
+        fed = tf.constant(np.asarray(x, dtype=np.float32)[np.newaxis])
+        start = time.perf_counter()
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(fed)
+            maps, values = model(fed, training=False)
+            if layer is None:
+                maps = fed
+            value = self._score(values, target, score)
+        grads = tape.gradient(value, maps)
+        self.gradient_passes += 1
+        self.last_seconds = time.perf_counter() - start
+        if grads is None:
+            what = target.words(self.classifier if target.kind == "class" else None)
+            raise LayerError(f"the score of {what} does not depend on {layer}: pick a layer before it")
+        return np.asarray(maps)[0], np.asarray(grads)[0], float(value)
+
+    def _score(self, values: Any, target: Target, score: str) -> Any:
+        import tensorflow as tf
+
+        if target.kind == "filter":
+            return tf.reduce_mean(values[0, ..., target.index])
+        classifier = self.classifier
+        if score == "logit" and classifier.logit == "dense":
+            dense = self.graph.node(classifier.layer).layer
+            column = tf.convert_to_tensor(dense.kernel)[:, target.index]
+            logit = tf.tensordot(values[0], column, axes=1)
+            return logit + tf.convert_to_tensor(dense.bias)[target.index] if dense.use_bias else logit
+        if score == "probability" and classifier.activation not in ("softmax", "sigmoid"):
+            return tf.nn.softmax(values[0])[target.index]
+        return values[0, target.index]
+
+    def _remember(self, cache_key: tuple, result: Explanation) -> Explanation:
+        self._results[cache_key] = result
+        while len(self._results) > _CACHED_RESULTS:
+            self._results.popitem(last=False)
+        return result
+
+
+def _key(x: np.ndarray) -> str:
+    return input_key(np.asarray(x))

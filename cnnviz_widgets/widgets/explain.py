@@ -1,0 +1,489 @@
+"""Why the network decides: `Predictions`, `ClassActivationMap` and `CompareImages`.
+
+`Predictions` lists the model's top classes for the current image (or says that the model has no classifier);
+a click on a class makes it `state.explained_class`. `ClassActivationMap` draws Grad-CAM or the gradient
+saliency map of that class (or, without a classifier, of the current filter) over the input picture.
+`CompareImages` shows the current layer's current channel for the state's image and a second image side by
+side, on one shared value range. The arithmetic is in `cnnviz_widgets.explain` and `ModelState`.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets
+import numpy as np
+import traitlets
+
+from .. import images, render
+from ..errors import CnnvizError
+from ..explain import METHODS, Explanation, Target, TopClasses, overlay
+from ..inputs import ModelInput
+from ._common import as_state, close_all, format_number
+from .mosaic import MosaicFigure
+
+HEAT_CMAP = "magma"
+"""Colour map of heat maps: dark where nothing drives the score, bright yellow where most does."""
+COMPARE_SIDE = 224
+"""Longest side, in pixels, of each compared map as sent (larger maps are average-pooled first)."""
+_THUMB_PX = 160
+_METHOD_WORDS = {"grad-cam": "Grad-CAM", "saliency": "saliency"}
+_RANGE_WORDS = {
+    "per_map": "one range for both maps: the lower min .. the higher max of the two",
+    "per_layer": "one range for both: min .. max over both images' whole layer",
+    "symmetric": "one range for both: ±max |value| of the two maps, 0 in the middle",
+}
+
+
+class _StateView(ipywidgets.VBox):
+    """What the three views share: the state, its observers, `active`, a message line, `close`."""
+
+    active = traitlets.Bool(True, help="False while the view is hidden (e.g. a background tab): state changes "
+                                       "are not drawn until it is active again.")
+
+    def __init__(self, state_or_model: Any, children: list[ipywidgets.Widget], css_class: str,
+                 observed: list[str], active: bool = True):
+        self.state = as_state(state_or_model)
+        self.set_trait("active", bool(active))  # before anything is drawn: a hidden view computes nothing
+        self.redraws = 0
+        self._drawn_key: tuple | None = None
+        self._parts: list[ipywidgets.Widget] = []
+        self._control_handlers: list[tuple[ipywidgets.Widget, Callable, str]] = []
+        self.message = ipywidgets.HTML("")
+        self.message.add_class("cnnviz-view-message")
+        super().__init__([*children[:1], self.message, *children[1:]])
+        self.add_class(css_class)
+        self._observed = observed
+        self.state.observe(self._on_state_change, observed)
+        self._closed = False
+
+    def _watch(self, control: ipywidgets.Widget, handler: Callable, name: str = "value") -> None:
+        control.observe(handler, name)
+        self._control_handlers.append((control, handler, name))
+
+    def _key(self) -> tuple:
+        raise NotImplementedError
+
+    def _draw(self) -> None:
+        raise NotImplementedError
+
+    def redraw(self) -> None:
+        """Bring the view up to date with the state; nothing happens if nothing it shows changed."""
+        if not self.active or self._closed:
+            return
+        try:
+            key = self._key()
+        except CnnvizError as err:  # e.g. no classifier, or a layer without filters: say so, draw nothing
+            key = ("message", str(err))
+        if key == self._drawn_key:
+            return
+        self._drawn_key = key
+        self.redraws += 1
+        if key[0] == "message":
+            self._show_message(key[1])
+            return
+        try:
+            self._draw()
+        except CnnvizError as err:
+            self._show_message(str(err))
+
+    def _show_message(self, text: str) -> None:
+        self.message.value = f'<span style="color: #555">{html.escape(text)}</span>'
+        self._hide(True)
+
+    def _hide(self, hidden: bool) -> None:
+        raise NotImplementedError
+
+    @traitlets.observe("active")
+    def _on_active_change(self, change: traitlets.Bunch) -> None:
+        if change["new"]:
+            self.redraw()  # catch up with whatever changed while hidden
+
+    def _on_state_change(self, _change: traitlets.Bunch) -> None:
+        self.redraw()
+
+    def close(self) -> None:
+        """Stop observing the state and the controls and close every part (a second call does nothing)."""
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        self.state.unobserve(self._on_state_change, self._observed)
+        for control, handler, name in self._control_handlers:
+            control.unobserve(handler, name)
+        for part in (*self._parts, self.message):
+            part.close()  # the figures' own close() also forgets their click callbacks
+        super().close()
+        close_all(self)  # and every layout, style and scale they brought
+
+
+# --------------------------------------------------------------------------------------------- Predictions
+
+
+class Predictions(_StateView):
+    """The model's top classes for the current image, with their probabilities; click one to explain it.
+
+    Parameters
+    ----------
+    state_or_model
+        A `ModelState` (shared with other views), or anything `ModelState` takes as a model.
+    top
+        How many classes to list.
+    active
+        False builds the view without drawing (a background tab); it draws when `active` is set True.
+
+    A model without a classifier (VGG16 with the offline bsds500 weights) gets a sentence saying so. The row of
+    the class that `ClassActivationMap` explains (`state.explained_class`, else the top one) is highlighted.
+    """
+
+    def __init__(self, state_or_model: Any, *, top: int = 5, css_class: str = "cnnviz-predictions",
+                 active: bool = True):
+        self._closed = True
+        if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 20:
+            raise CnnvizError(f"top must be an int in 1..20; got {top!r}")
+        self.top = top
+        self.predictions: TopClasses | None = None
+        self.heading = ipywidgets.HTML("")
+        self.rows = ipywidgets.VBox([])
+        self.buttons: list[ipywidgets.Button] = []
+        super().__init__(state_or_model, [self.heading, self.rows], css_class,
+                         ["image", "explained_class", "class_names"], active)
+        self._parts = [self.heading, self.rows]
+        self.redraw()
+
+    def _key(self) -> tuple:
+        state = self.state
+        state.explainer.classifier  # noqa: B018  (raises, with the reason, for a model without a classifier)
+        return (id(state.model_input), state.explained_class, state.explainer.classifier.names)
+
+    def _hide(self, hidden: bool) -> None:
+        self.rows.layout.display = "none" if hidden else None
+        if hidden:
+            self.heading.value = ""
+            self.predictions = None
+
+    def _draw(self) -> None:
+        state = self.state
+        p = state.predictions(self.top)
+        self.predictions = p
+        chosen = p.indices[0] if state.explained_class is None else state.explained_class
+        if len(self.buttons) != len(p.indices):
+            self._build_rows(len(p.indices))
+        for row, button, index, name, probability in zip(self.rows.children, self.buttons, p.indices, p.names,
+                                                         p.probabilities, strict=True):
+            button.description = f"{index}: {name}"
+            button.tooltip = f"explain class {index} ({name}) in the class activation map"
+            button.button_style = "info" if index == chosen else ""
+            bar, label = row.children[1], row.children[2]
+            bar.value = float(np.clip(probability, 0.0, 1.0))
+            label.value = f"{probability:.1%}" if probability >= 0.001 else f"{probability:.2g}"
+        info = state.describe()
+        classifier = state.explainer.classifier
+        words = {"ImageNet": "ImageNet class names", "given": "your class names",
+                 "index": "class indices (no names given: ModelState.set_class_names names them)"}
+        warning = (" The weights are random: these guesses mean nothing."
+                   if info["weights"].startswith("random") else "")
+        self.heading.value = (
+            f"<b>Top {len(p.indices)} of {classifier.n_classes} classes</b> for "
+            f"{html.escape(state.image_name or 'the image')} · probabilities: {html.escape(p.note)} · "
+            f"{words[classifier.names_source]}.{warning} Click a class to explain it.")
+        self.message.value = ""
+        self._hide(False)
+
+    def _build_rows(self, n: int) -> None:
+        old_rows = self.rows.children
+        self.buttons = []
+        rows = []
+        for rank in range(n):
+            button = ipywidgets.Button(layout=ipywidgets.Layout(width="260px"))
+            button.add_class("cnnviz-prediction-row")
+            button.on_click(lambda _button, rank=rank: self.click(rank))
+            bar = ipywidgets.FloatProgress(value=0.0, min=0.0, max=1.0, layout=ipywidgets.Layout(width="200px"))
+            rows.append(ipywidgets.HBox([button, bar, ipywidgets.HTML("")]))
+            self.buttons.append(button)
+        self.rows.children = rows
+        for row in old_rows:
+            close_all(row)
+
+    def click(self, rank: int) -> None:
+        """What a click on row `rank` (0 = the most likely class) does: explain that class."""
+        if self.predictions is not None and 0 <= rank < len(self.predictions.indices):
+            self.state.explained_class = self.predictions.indices[rank]
+
+
+
+# --------------------------------------------------------------------------------------------- ClassActivationMap
+
+
+class ClassActivationMap(_StateView):
+    """Grad-CAM or the gradient saliency map of a class (or of the current filter) over the input picture.
+
+    Parameters
+    ----------
+    state_or_model
+        A `ModelState` (shared with other views), or anything `ModelState` takes as a model.
+    method
+        "grad-cam" (a conv layer's maps weighted by the mean gradient of the score; coarse, class-specific) or
+        "saliency" (|d score / d pixel|; fine, noisy).
+    opacity
+        Weight of the heat map over the picture, 0..1.
+    active
+        False builds the view without computing anything (a background tab) until `active` is set True.
+
+    With a classifier the class is `state.explained_class` (None: the top prediction; `Predictions` sets it
+    on a click). Without one (VGG16 with the bsds500 weights) the score is the mean activation of the current
+    filter of the current layer: what in the picture drives that filter; Grad-CAM then weighs the last conv
+    layer before it.
+    """
+
+    def __init__(self, state_or_model: Any, *, method: str = "grad-cam", opacity: float = 0.5,
+                 css_class: str = "cnnviz-class-activation-map", width_px: int = 420, active: bool = True):
+        self._closed = True
+        if method not in METHODS:
+            raise CnnvizError(f"unknown method {method!r}; expected one of {METHODS}")
+        if not isinstance(opacity, (int, float)) or not 0.0 <= opacity <= 1.0:
+            raise CnnvizError(f"opacity must be a number in 0..1; got {opacity!r}")
+        state = as_state(state_or_model)
+        self.explanation: Explanation | None = None
+        self.method = ipywidgets.ToggleButtons(options=[("Grad-CAM", "grad-cam"), ("saliency", "saliency")],
+                                               value=method, style={"button_width": "auto"},
+                                               tooltips=["a conv layer's maps weighted by the score's mean "
+                                                         "gradient", "|d score / d pixel|, largest over colours"])
+        has_classes = state.has_classifier()
+        self.of = ipywidgets.Dropdown(options=[("a class", "class"), ("the current filter", "filter")],
+                                      value="class" if has_classes else "filter", description="explain",
+                                      layout=ipywidgets.Layout(width="220px",
+                                                               display=None if has_classes else "none"))
+        self.class_picker = ipywidgets.Dropdown(options=[("top prediction", -1)], value=-1, description="class",
+                                                layout=ipywidgets.Layout(width="300px"))
+        self.class_picker.add_class("cnnviz-class-picker")
+        self.layer_picker = ipywidgets.Dropdown(
+            options=[("last conv layer", "")] + [(n, n) for n in state.explainer.conv_layers()], value="",
+            description="Grad-CAM layer", style={"description_width": "initial"},
+            layout=ipywidgets.Layout(width="300px"))
+        self.opacity = ipywidgets.FloatSlider(value=float(opacity), min=0.0, max=1.0, step=0.05,
+                                              description="opacity", readout_format=".2f")
+        self.opacity.add_class("cnnviz-opacity-slider")
+        self.controls = ipywidgets.VBox([ipywidgets.HBox([self.method, self.of]),
+                                         ipywidgets.HBox([self.class_picker, self.layer_picker]), self.opacity])
+        self.figure = MosaicFigure(css_class=f"{css_class}-figure", width_px=width_px)
+        self._picture_key: tuple | None = None
+        super().__init__(state, [self.controls, self.figure], css_class,
+                         ["image", "explained_class", "class_names", "layer", "filter"], active)
+        self._parts = [self.figure, self.method, self.of, self.class_picker, self.layer_picker, self.opacity,
+                       *self.controls.children, self.controls]
+        self._setting_picker = False
+        self._watch(self.method, self._on_control_change)
+        self._watch(self.of, self._on_control_change)
+        self._watch(self.layer_picker, self._on_control_change)
+        self._watch(self.class_picker, self._on_class_picked)
+        self._watch(self.opacity, self._on_opacity_change)
+        self.redraw()
+
+    # -- what to draw ----------------------------------------------------------------------------------
+
+    def _target(self) -> Target:
+        chosen = None if self.of.value == "filter" else self.state.explained_class
+        return self.state.explain_target(chosen, of=self.of.value)
+
+    def _key(self) -> tuple:
+        target = self._target()  # may run the prediction (once per image) to know the top class
+        layer = self.layer_picker.value if self.method.value == "grad-cam" else ""
+        return (id(self.state.model_input), self.method.value, target, layer)
+
+    def _hide(self, hidden: bool) -> None:
+        self.figure.layout.display = "none" if hidden else None
+        self.opacity.layout.display = "none" if hidden else None
+        if hidden:
+            self.explanation = None
+            self._picture_key = None
+
+    def _draw(self) -> None:
+        state = self.state
+        target = self._target()
+        layer = self.layer_picker.value or None
+        result = state.explanation(self.method.value, class_index=target.index if target.kind == "class" else None,
+                                   layer=layer, of=target.kind)
+        self.explanation = result
+        self.layer_picker.layout.display = None if result.method == "grad-cam" else "none"
+        self._sync_class_picker()
+        self.message.value = (f'<span style="color: #a33">{html.escape(result.note)}</span>' if result.note else "")
+        self._hide(False)
+        self._draw_picture()
+
+    def _draw_picture(self) -> None:
+        result = self.explanation
+        if result is None:
+            return
+        key = (id(result), self.opacity.value)
+        if key == self._picture_key:
+            return
+        self._picture_key = key
+        picture = overlay(self.state.model_input.picture, result.heatmap, HEAT_CMAP, self.opacity.value)
+        mosaic = render.tile_maps(picture[:, :, None, :], pad=0)
+        classifier = self.state.explainer.classifier if result.target.kind == "class" else None
+        what = result.target.words(classifier)
+        value = format_number(result.score_value)
+        image = self.state.image_name or "the image"
+        if result.method == "grad-cam":
+            h, w = result.raw.shape
+            title = (f"Grad-CAM of {what} on {result.layer} ({w}×{h} maps, each weighted by the mean gradient of "
+                     f"the {result.score}, {value}) · over {image}")
+        else:
+            title = f"saliency of {what}: |d {result.score} / d pixel|, largest over the colours · over {image}"
+        peak = format_number(float(result.raw.max()))
+        tip = f"{_METHOD_WORDS[result.method]} of {what}: {result.score} {value}, peak {peak}"
+        self.figure.show(mosaic, title=title, tooltips=[tip], colorbar=(HEAT_CMAP, 0.0, 1.0),
+                         colorbar_ends=("none", "most"), colorbar_label=f"share of the map's peak; opacity "
+                                                                        f"{self.opacity.value:.2f}")
+
+    def _sync_class_picker(self) -> None:
+        """The class picker lists the top predictions (and the explained class) and shows the explained one."""
+        state = self.state
+        if not state.has_classifier():
+            self.class_picker.layout.display = "none"
+            return
+        self.class_picker.layout.display = None if self.of.value == "class" else "none"
+        predictions = state.predictions(5)
+        names = state.explainer.classifier.names
+        options = [("top prediction", -1)] + [(f"{i}: {n}", i) for i, n in zip(predictions.indices,
+                                                                               predictions.names, strict=True)]
+        chosen = state.explained_class
+        if chosen is not None and chosen not in predictions.indices:
+            options.append((f"{chosen}: {names[chosen]}", chosen))
+        self._setting_picker = True
+        try:
+            with self.class_picker.hold_sync():
+                self.class_picker.options = options
+                self.class_picker.value = -1 if chosen is None else chosen
+        finally:
+            self._setting_picker = False
+
+    # -- events ----------------------------------------------------------------------------------------
+
+    def _on_control_change(self, _change: traitlets.Bunch) -> None:
+        self.redraw()
+
+    def _on_class_picked(self, change: traitlets.Bunch) -> None:
+        if self._setting_picker or change["new"] is None:
+            return
+        self.state.explained_class = None if change["new"] == -1 else int(change["new"])
+
+    def _on_opacity_change(self, _change: traitlets.Bunch) -> None:
+        if self.active:
+            self._draw_picture()  # the same explanation, blended anew: no gradient pass
+
+
+# --------------------------------------------------------------------------------------------- CompareImages
+
+
+class CompareImages(_StateView):
+    """The current layer's current channel for two images, side by side, on one value range.
+
+    Parameters
+    ----------
+    state_or_model
+        A `ModelState` (shared with other views): its image is on the left. Or anything `ModelState` takes.
+    other_image
+        The image on the right: anything `load_image` takes, or a sample name.
+    active
+        False builds the view without running the second image (a background tab) until `active` is True.
+
+    Each image has its own forward pass (both share the state's activation cache, which holds two images'
+    worth); both maps are scaled on one range (see `value_range`), so equal colours mean equal activations.
+    """
+
+    def __init__(self, state_or_model: Any, other_image: Any = "cat", *, css_class: str = "cnnviz-compare-images",
+                 width_px: int = 320, active: bool = True):
+        self._closed = True
+        state = as_state(state_or_model)
+        first = state.prepare_image(other_image)  # bad input fails here, before anything observes the state
+        self.other_input: ModelInput | None = None
+        self.other_name = ""
+        self.value_range: tuple[float, float] | None = None
+        self.picker = ipywidgets.Dropdown(options=images.sample_names(), value=None, description="other image")
+        self.picker.add_class("cnnviz-compare-picker")
+        self.thumbs = [ipywidgets.Image(format="png", layout=ipywidgets.Layout(width=f"{_THUMB_PX}px"))
+                       for _ in range(2)]
+        self.figures = [MosaicFigure(css_class=f"{css_class}-{side}", width_px=width_px) for side in ("left", "right")]
+        self.sides = ipywidgets.HBox([ipywidgets.VBox([thumb, figure])
+                                      for thumb, figure in zip(self.thumbs, self.figures, strict=True)])
+        super().__init__(state, [self.picker, self.sides], css_class,
+                         ["image", "layer", "filter", "normalization", "colormap"], active)
+        self._parts = [self.picker, *self.thumbs, *self.figures, *self.sides.children, self.sides]
+        self._setting_picker = False
+        self._watch(self.picker, self._on_picked)
+        self._use_other(first, other_image if isinstance(other_image, str) else None, other_image)
+
+    def set_other_image(self, source: Any, name: str | None = None) -> None:
+        """Show `source` (anything `load_image` takes, or a sample name) on the right. Bad input raises the
+        library's error and keeps the previous image."""
+        self._use_other(self.state.prepare_image(source), name, source)
+
+    def _use_other(self, prepared: ModelInput, name: str | None, source: Any) -> None:
+        if name is None:
+            name = source if isinstance(source, str) else str(getattr(source, "name", "") or "other image")
+        self.other_input, self.other_name = prepared, name
+        self._setting_picker = True
+        try:
+            self.picker.value = name if name in images.SAMPLE_IMAGES else None
+        finally:
+            self._setting_picker = False
+        self.thumbs[1].value = render.encode_png(prepared.picture)
+        self.redraw()
+
+    def _key(self) -> tuple:
+        s = self.state
+        return (id(s.model_input), id(self.other_input), s.layer, s.filter, s.normalization, s.colormap)
+
+    def _hide(self, hidden: bool) -> None:
+        self.sides.layout.display = "none" if hidden else None
+
+    def maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W) float32 maps of the current layer and channel (`state.filter`) for the two images."""
+        s = self.state
+        if self.other_input is None:
+            raise CnnvizError("no second image yet: call set_other_image")
+        return (s.activation()[..., s.filter], s.activation_for(self.other_input)[..., s.filter])
+
+    def shared_range(self) -> tuple[float, float]:
+        """The one (lo, hi) both maps are scaled on, following `state.normalization` (see `_RANGE_WORDS`)."""
+        s = self.state
+        left, right = self.maps()
+        if s.normalization == "per_layer":
+            stacks = (s.activation(), s.activation_for(self.other_input))
+            lo, hi = min(float(a.min()) for a in stacks), max(float(a.max()) for a in stacks)
+        elif s.normalization == "symmetric":
+            hi = max(float(np.abs(left).max()), float(np.abs(right).max()))
+            lo = -hi
+        else:
+            lo, hi = min(float(left.min()), float(right.min())), max(float(left.max()), float(right.max()))
+        return (lo, hi) if hi > lo else (lo, lo + 1.0)  # two flat maps: any valid range shows them flat
+
+    def _draw(self) -> None:
+        s = self.state
+        left, right = self.maps()
+        lo, hi = self.value_range = self.shared_range()
+        self.thumbs[0].value = render.encode_png(s.model_input.picture)
+        what = ("fed channel" if s.layer == s.input_layer else "channel")
+        for figure, values, name in zip(self.figures, (left, right), (s.image_name or "the image", self.other_name),
+                                        strict=True):
+            mosaic, _ = render.render_mosaic(values[..., None], cmap=s.colormap, max_side=COMPARE_SIDE, pad=0,
+                                             value_range=(lo, hi))
+            h, w = values.shape
+            values_words = f"{format_number(float(values.min()))}..{format_number(float(values.max()))}"
+            tip = f"{name}: {s.layer} {what} {s.filter}, {w}×{h}, {values_words}"
+            figure.show(mosaic, title=f"{name} · {s.layer} {what} {s.filter} ({w}×{h})", tooltips=[tip],
+                        colorbar=(s.colormap, lo, hi), colorbar_label="activation, same range on both sides")
+        self.message.value = (f"Same layer and {what} for two images. {_RANGE_WORDS[s.normalization]}: "
+                              f"{format_number(lo)} .. {format_number(hi)}, so equal colours mean equal values.")
+        self._hide(False)
+
+    def _on_picked(self, change: traitlets.Bunch) -> None:
+        if self._setting_picker or change["new"] is None:
+            return
+        try:
+            self.set_other_image(change["new"])
+        except CnnvizError as err:  # the previous image stays, and so does its picture
+            self.message.value = f'<span style="color: #a33">{html.escape(str(err))} The previous image stays.</span>'

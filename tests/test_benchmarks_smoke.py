@@ -1,0 +1,145 @@
+"""The benchmark script (benchmarks/run.py) still runs: every figure function on tiny models, tiny repeats.
+
+Only the structure of the results is checked (rows, units, targets, the numbers behind them), never a
+timing: benchmarks are not tests, and these shared machines make times drift.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+RUN_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("cnnviz_benchmarks_run", RUN_PY)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_fcn(bench):
+    """A small fully convolutional model (any input size), so the size-dependent figures really vary."""
+    return bench._build_model("tiny")
+
+
+def _check_rows(bench, rows, figures):
+    assert rows, "no rows"
+    assert {r.figure for r in rows} <= set(figures), {r.figure for r in rows}
+    for row in rows:
+        assert isinstance(row.value, float) and math.isfinite(row.value) and row.value >= 0, row
+        assert row.unit and row.case
+        assert (row.met is None) == (row.target == ""), row  # a verdict exactly where there is a target
+        json.dumps(row.extra, default=bench._jsonable)  # everything behind the value can be written out
+
+
+def test_stats_and_at_most(bench):
+    s = bench.stats([0.3, 0.1, 0.2, 0.4, 10.0])
+    assert s["median"] == 0.3 and s["min"] == 0.1 and s["n"] == 5
+    assert s["p95"] == pytest.approx(np.percentile([0.1, 0.2, 0.3, 0.4, 10.0], 95))
+    assert bench.at_most(1.2, 1.25) == ("≤ 1.25", True)
+    assert bench.at_most(300.5, 300)[1] is False
+
+
+def test_new_pictures_differ_after_resize(bench):
+    from cnnviz_widgets.images import resize_image
+
+    picture = bench.astronaut()
+    variants = bench.new_pictures(picture, 3)
+    small = {resize_image(v, (56, 56)).tobytes() for v in [picture, *variants]}
+    assert len(small) == 4  # each would be a cache miss even after downscaling
+
+
+def test_conv_flops_of_vgg16_at_224_is_30_7_gflop(bench, vgg16_bsds):
+    from cnnviz_widgets import ModelState
+
+    state = ModelState(vgg16_bsds, max_side=224)
+    assert bench.conv_layers(state)[0] == "block1_conv1" and len(bench.conv_layers(state)) == 13
+    # 15.35 G multiply-adds (the well-known VGG16 conv-base count), times 2
+    assert bench.conv_flops(state) / 1e9 == pytest.approx(30.7, abs=0.05)
+
+
+def test_forward_rows(bench, tiny_fcn):
+    rows = bench.bench_forward(tiny_fcn, sides=(32,), repeats=2, naive_repeats=1)
+    _check_rows(bench, rows, {"forward overhead", "naive ratio", "limit"})
+    assert [r.figure for r in rows] == ["forward overhead", "naive ratio", "limit"]
+    overhead = rows[0]
+    assert overhead.case == "32×32" and overhead.target == "≤ 1.25"
+    assert overhead.extra["passes_per_image"] == 1  # one forward pass per new image, never more
+    assert overhead.value == pytest.approx(overhead.extra["ours"]["median"] / overhead.extra["plain"]["median"])
+    assert len(rows[1].extra["samples"]["naive"]) == 1
+    # tiny_fcn: conv 3->4 at 32×32 and conv 4->6 at 16×16, 3×3 kernels
+    assert rows[2].extra["gflop"] == pytest.approx(2 * (32 * 32 * 9 * 3 * 4 + 16 * 16 * 9 * 4 * 6) / 1e9)
+
+
+def test_scaling_rows(bench, tiny_fcn):
+    rows = bench.bench_scaling(tiny_fcn, sides=(16, 32), repeats=1)
+    _check_rows(bench, rows, {"scaling"})
+    assert [r.case for r in rows] == ["16×16", "32×32", "time/px 32 ÷ 16"]
+    assert rows[1].extra["plain"]["n"] == 1
+    assert rows[1].extra["megapixels"] == pytest.approx(32 * 32 / 1e6)
+    assert rows[1].extra["passes_default_budget"] == 1  # tiny activations fit the default budget
+
+
+def test_widget_rows(bench, tiny_fcn):
+    rows = bench.bench_widgets(tiny_fcn, repeats=2, sides=(24,))
+    _check_rows(bench, rows, {"scrub", "layer switch", "bytes per update"})
+    scrubs = [r for r in rows if r.figure == "scrub"]
+    assert any("ActivationGrid" in r.case for r in scrubs) and any("WeightGrid" in r.case for r in scrubs)
+    assert any("FilterEffect" in r.case for r in scrubs)
+    for row in scrubs:
+        assert row.extra["forward_passes"] == 0  # scrubbing a cached layer never runs the network
+        assert len(row.extra["samples"]) == 2
+    weight_scrub = next(r for r in scrubs if "WeightGrid" in r.case)
+    assert set(weight_scrub.extra["redrawn"]) == {1}  # every channel step redraws the weight grid once
+    switch = next(r for r in rows if r.figure == "layer switch")
+    assert switch.extra["forward_passes"] == 0 and len(switch.extra["samples"]) >= 2
+    sizes = [r for r in rows if r.figure == "bytes per update"]
+    assert sizes and all(r.value > 0 for r in sizes)
+
+
+def test_import_rows(bench):
+    rows = bench.bench_import(repeats=1)
+    _check_rows(bench, rows, {"import"})
+    assert rows[0].extra["tensorflow_loaded"] is False  # `import cnnviz_widgets` must not load TensorFlow
+
+
+def test_memory_child_in_a_subprocess(bench):
+    rows = bench.bench_memory("tiny", cases=("224",))
+    _check_rows(bench, rows, {"memory"})
+    child = rows[0].extra
+    assert child["peak_kb"] >= child["after_model_kb"] > 0
+    assert child["cached_bytes"] > 0 and child["budget_bytes"] == 640 * 2**20
+    assert child["view"] == "Explorer"
+
+
+def test_gemm_and_peak(bench):
+    rows = bench.bench_gemm(n=64, repeats=1)
+    _check_rows(bench, rows, {"limit"})
+    peak = rows[1].extra
+    assert peak["gflops"] == pytest.approx(peak["cores"] * peak["ghz"] * peak["lanes"] * 2 * peak["fma_units"])
+
+
+def test_main_writes_table_and_json(bench, tmp_path, capsys):
+    out = tmp_path / "latest.json"
+    assert bench.main(["--only", "limit", "--quick", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["quick"] is True and set(result["seconds"]) == {"limit"}
+    assert [r["figure"] for r in result["rows"]] == ["limit", "limit"]
+    printed = capsys.readouterr().out
+    assert "| figure" in printed and "GFLOP/s" in printed and str(out) in printed
+
+
+def test_unknown_group_is_refused(bench):
+    with pytest.raises(ValueError, match="unknown benchmark group"):
+        bench.run(["forward", "warp"])

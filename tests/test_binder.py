@@ -1,0 +1,100 @@
+"""The Binder configuration (`binder/`) stays consistent with the package it is meant to run.
+
+repo2docker reads only `binder/` when that folder exists, so a mistake there shows only when someone clicks the
+badge: these checks catch it here instead (no Docker needed).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = Path(__file__).parents[1]
+BINDER = ROOT / "binder"
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _requirement_lines() -> list[str]:
+    lines = (BINDER / "requirements.txt").read_text().splitlines()
+    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+
+
+def test_only_requirements_txt_configures_the_environment():
+    # environment.yml would win over requirements.txt (and Pipfile would replace it): the repo would not be installed.
+    for rival in ("environment.yml", "Pipfile", "Pipfile.lock", "setup.py", "install.R"):
+        assert not (BINDER / rival).exists(), f"binder/{rival} would override binder/requirements.txt"
+
+
+def test_requirements_install_this_repository():
+    lines = _requirement_lines()
+    local = [line for line in lines if re.fullmatch(r"\.(\[[\w,\s-]+\])?", line)]
+    assert local, f"binder/requirements.txt must install the repository itself ('.'), it has: {lines}"
+    extras = set(PYPROJECT["project"].get("optional-dependencies", {}))
+    for line in local:
+        asked = {e.strip() for e in line[2:-1].split(",")} if "[" in line else set()
+        assert asked <= extras, f"{line}: extras {sorted(asked - extras)} are not in pyproject.toml ({sorted(extras)})"
+
+
+def test_requirements_do_not_pin_the_packages_dependencies_again():
+    # Pinning e.g. tensorflow here as well would drift from pyproject.toml; the repository's own list is enough.
+    ours = {Requirement(dep).name.lower() for dep in PYPROJECT["project"]["dependencies"]}
+    others = [Requirement(line).name.lower() for line in _requirement_lines() if not line.startswith(".")]
+    assert not ours & set(others), f"pinned in both pyproject.toml and binder/requirements.txt: {ours & set(others)}"
+
+
+def test_package_is_the_one_the_notebooks_import():
+    assert PYPROJECT["project"]["name"] == "cnnviz-widgets"
+    assert (ROOT / "cnnviz_widgets" / "__init__.py").is_file()
+
+
+def test_runtime_python_satisfies_requires_python():
+    runtime = (BINDER / "runtime.txt").read_text().strip()
+    match = re.fullmatch(r"python-(\d+\.\d+)", runtime)
+    assert match, f"binder/runtime.txt must read python-X.Y, not {runtime!r}"
+    required = SpecifierSet(PYPROJECT["project"]["requires-python"])
+    assert Version(match.group(1)) in required, f"{runtime} does not satisfy requires-python {required}"
+
+
+def test_post_build_is_an_executable_strict_bash_script():
+    script = BINDER / "postBuild"
+    text = script.read_text()
+    assert os.access(script, os.X_OK), "binder/postBuild must be executable (chmod +x), or repo2docker skips it"
+    assert text.startswith("#!/usr/bin/env bash\n") or text.startswith("#!/bin/bash\n")
+    assert re.search(r"^set -euo pipefail$", text, re.MULTILINE), "a failing download must fail the build"
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash to check the syntax with")
+    result = subprocess.run([bash, "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_post_build_fetches_imagenet_vgg16_into_the_keras_cache():
+    text = (BINDER / "postBuild").read_text()
+    calls = re.findall(r"keras\.applications\.VGG16\(([^)]*)\)", text)
+    assert any("weights=\"imagenet\"" in call or "weights='imagenet'" in call for call in calls), calls
+    # Both files the library may ask for: with the classifier (the tour) and without it (include_top=False).
+    assert any("include_top=False" in call for call in calls), calls
+    assert any("include_top=True" in call or "include_top" not in call for call in calls), calls
+
+
+def test_binder_links_open_a_notebook_that_exists():
+    readme = (ROOT / "README.md").read_text()
+    paths = re.findall(r"mybinder\.org/v2/gh/[^)\s]*?urlpath=(?:lab/tree|voila/render|tree)/([^)&\s]+)", readme)
+    if not paths:
+        pytest.skip("the README has no Binder badge yet")
+    for path in paths:
+        assert (ROOT / path).is_file(), f"the Binder link opens {path}, which does not exist"

@@ -1,0 +1,127 @@
+"""The notebooks in `notebooks/` run from top to bottom without errors, and the library adds no log noise.
+
+Each notebook is executed in a fresh kernel of this environment (nbclient), as a reader would with Run All.
+A notebook kernel shows whatever TensorFlow's native code writes to file descriptor 2 (start-up lines about
+oneDNN, CUDA, absl) as red stderr output; `cnnviz_widgets._keras` silences them, and these tests check that
+in a real kernel, while a user's own warnings must still show.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
+# A notebook "must execute in well under 2 minutes here on 2 cores"; this is the hard limit per cell.
+CELL_TIMEOUT_S = 120
+
+# What TensorFlow / Keras print on their own when a library uses them carelessly.
+LOG_NOISE = re.compile("|".join([
+    r"oneDNN custom operations",
+    r"cuda drivers",
+    r"cuInit",
+    r"absl::InitializeLog",
+    r"cpu_feature_guard",
+    r"This TensorFlow binary is optimized",
+    r"structure of `inputs` doesn't match",
+    r"^[IWEF]\d{4} [\d:.]+\s+\d+ \w+\.cc:\d+\]",  # a glog/absl line: I0000 00:00:1700000000.123 123 port.cc:153]
+]), re.MULTILINE)
+# Not passed on to the kernel, or the noise checks would pass for the wrong reason:
+# - TF_CPP_MIN_LOG_LEVEL, KERAS_BACKEND: set in this process once Keras is loaded (tests/conftest.py), they
+#   would silence TensorFlow in the kernel on the library's behalf;
+# - PYTEST_CURRENT_TEST: ipykernel sees it and stops forwarding file descriptor 2 into the cell outputs, the
+#   very channel TensorFlow's native start-up lines take.
+_NOT_INHERITED = ("TF_CPP_MIN_LOG_LEVEL", "KERAS_BACKEND", "PYTEST_CURRENT_TEST")
+
+
+def _execute(nb: nbformat.NotebookNode, workdir: Path) -> nbformat.NotebookNode:
+    """Run every cell in a fresh kernel of this interpreter (sys.executable), in `workdir`."""
+    # kernel_dirs=[]: only the native "python3" spec, i.e. this interpreter, whatever kernels a user installed.
+    km = KernelManager(kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[]))
+    assert km.kernel_spec.argv[0] in (sys.executable, "python"), km.kernel_spec.argv  # "python" -> sys.executable
+    env = {name: value for name, value in os.environ.items() if name not in _NOT_INHERITED}
+    client = NotebookClient(nb, km=km, timeout=CELL_TIMEOUT_S, resources={"metadata": {"path": str(workdir)}})
+    client.execute(env=env)
+    return nb
+
+
+def _streams(nb: nbformat.NotebookNode, name: str) -> str:
+    return "".join(output.get("text", "") for cell in nb.cells if cell.cell_type == "code"
+                   for output in cell.get("outputs", [])
+                   if output.get("output_type") == "stream" and output.get("name") == name)
+
+
+def test_there_are_notebooks():
+    assert [path.name for path in NOTEBOOKS][:2] == ["01_tour.ipynb", "02_your_own_model.ipynb"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_notebook_is_committed_without_outputs(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code, f"{path.name} has no code"
+    with_outputs = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+                    and (cell.get("outputs") or cell.get("execution_count") is not None)]
+    assert not with_outputs, f"{path.name}: clear the outputs of cells {with_outputs} before committing"
+    assert "widgets" not in nb.metadata, f"{path.name}: saved widget state makes diffs huge; do not save it"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_notebook_runs_cleanly(path: Path, tmp_path: Path):
+    nb = nbformat.read(path, as_version=4)
+    try:
+        _execute(nb, tmp_path)
+    except CellExecutionError as error:
+        pytest.fail(f"{path.name} failed:\n{error}", pytrace=False)
+    errors = [output for cell in nb.cells for output in cell.get("outputs", [])
+              if output.get("output_type") == "error"]
+    assert not errors
+    stderr = _streams(nb, "stderr")
+    assert not LOG_NOISE.search(stderr), f"{path.name}: TensorFlow/Keras log noise in the cell outputs:\n{stderr}"
+    # Every code cell ran and most show something (text or a widget): a silent notebook teaches nothing.
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert all(cell.execution_count for cell in code)
+    shown = [cell for cell in code if cell.outputs]
+    assert len(shown) >= len(code) * 0.6, f"{path.name}: only {len(shown)} of {len(code)} code cells show anything"
+
+
+@pytest.mark.slow
+def test_library_keeps_tensorflow_quiet_but_not_the_users_warnings(tmp_path: Path):
+    """Loading a model, running it and showing the Explorer print nothing on stderr; a user's warning shows."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in (
+        "import cnnviz_widgets as cw\n"
+        "state = cw.ModelState(cw.load_model('vgg16', weights='bsds500'), max_side=32)\n"
+        "print(state.activation('block3_conv1').shape)",
+        "from cnnviz_widgets.widgets import Explorer\nExplorer(state)",
+        "import keras  # the user's own import, after the library's: already loaded, silent",
+        "import warnings\nwarnings.warn('a warning of the user, which must stay visible')",
+    )]
+    _execute(nb, tmp_path)
+    assert "(8, 8, 256)" in _streams(nb, "stdout")
+    stderr = _streams(nb, "stderr")
+    assert "a warning of the user, which must stay visible" in stderr
+    assert not LOG_NOISE.search(stderr), stderr
+
+
+@pytest.mark.slow
+def test_noise_detector_sees_tensorflow_imported_directly(tmp_path: Path):
+    """Control: a kernel that imports TensorFlow itself does print the lines the tests above look for."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import tensorflow as tf\nprint(tf.reduce_sum(tf.ones(3)).numpy())")]
+    _execute(nb, tmp_path)
+    assert "3.0" in _streams(nb, "stdout")
+    if not LOG_NOISE.search(_streams(nb, "stderr")):
+        pytest.skip("this TensorFlow build prints no start-up lines, so the noise checks prove nothing here")

@@ -1,0 +1,238 @@
+"""Predictions, ClassActivationMap and CompareImages, driven as a user would, checked on the widgets' data."""
+
+from __future__ import annotations
+
+import io
+
+import ipywidgets
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnviz_widgets import CnnvizError, ImageError, ModelState, render
+from cnnviz_widgets.explain import Target, imagenet_class_names, overlay
+from cnnviz_widgets.widgets.explain import COMPARE_SIDE, HEAT_CMAP, ClassActivationMap, CompareImages, Predictions
+
+
+def picture(figure) -> np.ndarray:
+    """The picture the browser gets: the PNG in the figure's Image mark, decoded."""
+    return np.asarray(Image.open(io.BytesIO(figure.image_mark.image.value)))
+
+
+def open_widgets() -> set:
+    """ids of the widgets whose comm is open (ipywidgets keeps them in this registry until close())."""
+    return set(ipywidgets.widgets.widget._instances)
+
+
+def notifier_counts(state) -> dict:
+    return {(name, kind): len(handlers) for name, kinds in state._trait_notifiers.items()
+            for kind, handlers in kinds.items() if handlers}
+
+
+@pytest.fixture(scope="module")
+def softmax_model(k):
+    """Functional 12×12×3 classifier: conv(5) -> pool -> conv(4) -> GAP -> Dense(3, softmax)."""
+    k.utils.set_random_seed(7)
+    inputs = k.Input((12, 12, 3), name="pixels")
+    x = k.layers.Conv2D(5, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = k.layers.MaxPooling2D(name="p1")(x)
+    x = k.layers.Conv2D(4, 3, padding="same", activation="relu", name="c2")(x)
+    x = k.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = k.layers.Dense(3, activation="softmax", name="probs")(x)
+    return k.Model(inputs, outputs, name="softmax_tiny")
+
+
+@pytest.fixture
+def state(softmax_model, rng):
+    return ModelState(softmax_model, image=rng.integers(0, 256, (12, 12, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def bsds_state_shared(vgg16_bsds):
+    return ModelState(vgg16_bsds, image="astronaut", max_side=64)
+
+
+@pytest.fixture
+def bsds_state(bsds_state_shared):
+    state = bsds_state_shared
+    with state.hold_trait_notifications():
+        state.layer, state.filter, state.normalization, state.colormap = "block1_conv1", 0, "per_map", "grey"
+    before = notifier_counts(state)
+    yield state
+    assert notifier_counts(state) == before, "a view left observers on the shared state"
+
+
+# -- Predictions ---------------------------------------------------------------------------------------
+
+
+def test_predictions_list_the_top_classes_and_a_click_explains_one(state):
+    before = notifier_counts(state)
+    view = Predictions(state, top=5)
+    expected = state.predictions(5)
+    assert len(view.buttons) == 3  # the model has 3 classes
+    assert [b.description for b in view.buttons] == [f"{i}: class {i}" for i in expected.indices]
+    bars = [row.children[1].value for row in view.rows.children]
+    np.testing.assert_allclose(bars, expected.probabilities, rtol=1e-6)
+    assert sum(bars) == pytest.approx(1.0, abs=1e-5)
+    assert [b.button_style for b in view.buttons] == ["info", "", ""]  # the top class is explained by default
+    assert "Top 3 of 3 classes" in view.heading.value and "softmax output" in view.heading.value
+
+    view.click(2)
+    assert state.explained_class == expected.indices[2]
+    assert [b.button_style for b in view.buttons] == ["", "", "info"]
+    drawn = view.redraws
+    state.set_image(np.full((12, 12, 3), 30, np.uint8))  # a new image: new predictions
+    assert view.redraws == drawn + 1 and view.predictions.outputs is not expected.outputs
+    state.set_class_names(["ant", "bee", "cat"])
+    assert view.buttons[0].description.split(": ")[1] in {"ant", "bee", "cat"}
+    view.close()
+    assert notifier_counts(state) == before
+    view.close()  # harmless
+
+
+def test_predictions_say_when_the_model_has_no_classifier(bsds_state):
+    view = Predictions(bsds_state)
+    assert view.rows.layout.display == "none" and view.predictions is None
+    assert "has no classifier" in view.message.value and "bsds500" in view.message.value
+    view.close()
+
+
+def test_predictions_and_grad_cam_on_vgg16_with_its_classifier(vgg16_full):
+    state = ModelState(vgg16_full, image="astronaut")
+    predictions = Predictions(state)
+    top = state.predictions(5)
+    names = imagenet_class_names()
+    assert [b.description for b in predictions.buttons] == [f"{i}: {names[i]}" for i in top.indices]
+    assert "ImageNet class names" in predictions.heading.value and "random" in predictions.heading.value
+    cam = ClassActivationMap(state)
+    result = cam.explanation
+    assert result.target == Target("class", top.indices[0]) and result.layer == "block5_conv3"
+    assert result.score == "logit"
+    np.testing.assert_array_equal(picture(cam.figure),
+                                  overlay(state.model_input.picture, result.heatmap, HEAT_CMAP, 0.5))
+    assert [v for _, v in cam.class_picker.options] == [-1, *top.indices]
+    predictions.click(3)  # one view sets the class, the other follows through the state
+    assert cam.explanation.target == Target("class", top.indices[3]) and cam.class_picker.value == top.indices[3]
+    predictions.close()
+    cam.close()
+
+
+# -- ClassActivationMap ----------------------------------------------------------------------------------
+
+
+def test_class_activation_map_of_a_filter_without_classifier(bsds_state):
+    state = bsds_state
+    state.layer, state.filter = "block3_conv1", 5
+    view = ClassActivationMap(state)
+    result = view.explanation
+    assert view.of.value == "filter" and view.of.layout.display == "none"  # no classes to choose from
+    assert view.class_picker.layout.display == "none"
+    assert result.target == Target("filter", 5, "block3_conv1") and result.layer == "block2_conv2"
+    reference = state.explanation("grad-cam", of="filter")
+    np.testing.assert_array_equal(result.heatmap, reference.heatmap)
+    np.testing.assert_array_equal(picture(view.figure), overlay(state.model_input.picture, result.heatmap,
+                                                                HEAT_CMAP, 0.5))
+    assert "Grad-CAM of block3_conv1 filter 5 on block2_conv2" in view.figure.title.value
+    assert view.figure.colorbar_values == (HEAT_CMAP, 0.0, 1.0)
+
+    passes = state.explainer.gradient_passes
+    view.opacity.value = 0.0  # only the blend changes: the picture itself, no gradient pass
+    np.testing.assert_array_equal(picture(view.figure), state.model_input.picture)
+    assert state.explainer.gradient_passes == passes
+
+    view.method.value = "saliency"
+    assert view.explanation.method == "saliency" and view.layer_picker.layout.display == "none"
+    assert view.explanation.raw.shape == state.model_input.picture.shape[:2]
+    view.method.value = "grad-cam"
+    view.layer_picker.value = "block1_conv2"  # an earlier layer: finer maps
+    assert view.explanation.layer == "block1_conv2" and view.explanation.raw.shape == (64, 64)
+    state.layer = "block1_conv1"  # after the picked layer: its score does not depend on it
+    assert "does not depend on block1_conv2: pick a layer before it" in view.message.value
+    view.layer_picker.value = ""  # the default: the last conv layer before the filter's; there is none
+    assert "no conv layer before block1_conv1" in view.message.value and view.figure.layout.display == "none"
+    state.layer = state.input_layer
+    assert "is the model input" in view.message.value
+    view.close()
+
+
+def test_class_activation_map_class_picker_drives_the_state(state):
+    before = notifier_counts(state)
+    view = ClassActivationMap(state, method="saliency", opacity=1.0)
+    top = state.predictions(5)
+    assert view.explanation.target == Target("class", top.indices[0])
+    np.testing.assert_array_equal(picture(view.figure)[..., :3],
+                                  render.apply_colormap(view.explanation.heatmap, HEAT_CMAP))
+    view.class_picker.value = top.indices[1]
+    assert state.explained_class == top.indices[1] and view.explanation.target.index == top.indices[1]
+    view.class_picker.value = -1
+    assert state.explained_class is None and view.explanation.target.index == top.indices[0]
+    view.of.value = "filter"  # a model with a classifier can still explain a filter
+    assert view.explanation.target == Target("filter", state.filter, state.layer)
+    assert view.class_picker.layout.display == "none"
+    drawn = view.redraws
+    view.active = False
+    state.filter = 3
+    assert view.redraws == drawn  # hidden: nothing computed
+    view.active = True
+    assert view.redraws == drawn + 1 and view.explanation.target.index == 3
+    view.close()
+    assert notifier_counts(state) == before
+    passes = state.explainer.gradient_passes
+    hidden = ClassActivationMap(state, method="grad-cam", active=False)  # e.g. a background tab of the Explorer
+    assert hidden.explanation is None and hidden.redraws == 0 and state.explainer.gradient_passes == passes
+    hidden.active = True
+    assert hidden.explanation.method == "grad-cam" and hidden.redraws == 1
+    hidden.close()
+    with pytest.raises(CnnvizError, match="unknown method 'cam'"):
+        ClassActivationMap(state, method="cam")
+    assert notifier_counts(state) == before
+
+
+# -- CompareImages -------------------------------------------------------------------------------------
+
+
+def test_compare_images_share_one_range(bsds_state):
+    state = bsds_state
+    state.layer = "block2_conv1"
+    peaks = state.activation().max(axis=(0, 1))
+    f, g = (int(i) for i in np.argsort(-peaks)[:2])  # two filters that are not dead on this image
+    state.filter = f
+    view = CompareImages(state, "cat")
+    other = ModelState(state.model, image="cat", max_side=64)  # an independent second forward pass
+    left, right = state.activation()[..., f], other.activation("block2_conv1")[..., f]
+    np.testing.assert_allclose(view.maps()[1], right, rtol=1e-5, atol=1e-5 * float(right.max()))
+    lo, hi = min(left.min(), right.min()), max(left.max(), right.max())
+    assert hi > lo and view.value_range == pytest.approx((lo, hi), rel=1e-5)
+    for figure, values in zip(view.figures, (left, right), strict=True):
+        expected, _ = render.render_mosaic(values[..., None], cmap="grey", max_side=COMPARE_SIDE, pad=0,
+                                           value_range=view.value_range)
+        np.testing.assert_array_equal(picture(figure), expected.image)
+        assert figure.colorbar_values == ("grey", pytest.approx(lo, rel=1e-5), pytest.approx(hi, rel=1e-5))
+    assert "equal colours mean equal values" in view.message.value
+    assert f"cat · block2_conv1 channel {f}" in view.figures[1].title.value
+
+    state.normalization = "symmetric"
+    m = max(np.abs(left).max(), np.abs(right).max())
+    assert view.value_range == pytest.approx((-m, m), rel=1e-5)
+    passes = state.forward_passes
+    state.filter = g  # both images' outputs are cached: no forward pass
+    assert state.forward_passes == passes and f"channel {g}" in view.figures[0].title.value
+    view.picker.value = "coffee"
+    assert view.other_name == "coffee" and view.other_input.picture.shape[:2] == (43, 64)
+    with pytest.raises(ImageError):
+        view.set_other_image(b"not an image")
+    assert view.other_name == "coffee"  # the previous image stays
+    view.close()
+
+
+def test_closing_the_views_closes_every_widget_they_made(state):
+    state.predictions(5)
+    before = open_widgets()
+    views = [Predictions(state), ClassActivationMap(state), CompareImages(state, "coffee")]
+    views[0].click(1)  # some redraws first, so replaced pictures and rows are counted too
+    views[1].opacity.value = 0.2
+    views[2].picker.value = "cat"
+    assert len(open_widgets() - before) > 20
+    for view in views:
+        view.close()
+    assert open_widgets() - before == set()
