@@ -334,9 +334,11 @@ def break_down_filter(previous: np.ndarray, kernel: np.ndarray, bias: np.ndarray
     step = max(1, _CHUNK_BYTES // per_channel_bytes)
     for start in range(0, n, step):
         part = compute(prev[:, :, start : start + step], ker[:, :, start : start + step, :], f, **geometry)
-        # float64 for the sums: a mean of 50k float32 values drifts in the 4th digit otherwise.
-        contribution[start : start + step] = np.abs(part).mean(axis=(0, 1), dtype=np.float64)
-        chunk_sum = part.sum(axis=2, dtype=np.float64)
+        # Sums as float32 matrix-vector products: BLAS accumulates in blocks, so a mean of 250k values keeps
+        # about 6 digits (a plain float32 running sum drifts in the 4th), at a fraction of float64's cost.
+        flat = part.reshape(-1, part.shape[2])
+        contribution[start : start + step] = np.ones(flat.shape[0], np.float32) @ np.abs(flat) / flat.shape[0]
+        chunk_sum = (flat @ np.ones(flat.shape[1], np.float32)).reshape(part.shape[:2]).astype(np.float64)
         total = chunk_sum if total is None else total + chunk_sum
     assert total is not None
 

@@ -149,7 +149,7 @@ def test_class_activation_map_of_a_filter_without_classifier(bsds_state):
     state.layer = "block1_conv1"  # after the picked layer: its score does not depend on it
     assert "does not depend on block1_conv2: pick a layer before it" in view.message.value
     view.layer_picker.value = ""  # the default: the last conv layer before the filter's; there is none
-    assert "no conv layer before block1_conv1" in view.message.value and view.figure.layout.display == "none"
+    assert "no conv layer before block1_conv1" in view.message.value and view.figure not in view.children
     state.layer = state.input_layer
     assert "is the model input" in view.message.value
     view.close()

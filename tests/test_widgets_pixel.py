@@ -131,7 +131,7 @@ def test_pixel_view_follows_the_state_and_explains_what_it_cannot_take_apart(sta
     assert state.channel == view.breakdown.channels[2]
 
     state.layer = "pool_a"
-    assert view.breakdown is None and view.details.layout.display == "none"
+    assert view.breakdown is None and view.details not in view.children
     assert "does not slide a kernel" in view.message.value
     assert view.box == state.receptive_box(view.row, view.col)  # the field is still shown: pooling has one
     assert state.receptive_field().size == (4, 4)

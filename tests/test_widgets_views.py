@@ -182,12 +182,12 @@ def test_filter_effect_redraws_once_per_change_and_explains_layers_without_filte
     state.colormap = "viridis"
     assert view.redraws == start + 3
     state.layer = "block1_pool"
-    assert view.figures.layout.display == "none" and view.breakdown is None
+    assert view.figures not in view.children and view.breakdown is None
     assert "block1_pool is a pooling layer: it has no filters" in view.message.value
     state.layer = state.input_layer
     assert "is the model input" in view.message.value
     state.layer = "block1_conv1"
-    assert view.figures.layout.display is None and view.breakdown.layer == "block1_conv1"
+    assert view.figures in view.children and view.breakdown.layer == "block1_conv1"
     assert state.forward_passes == passes  # scrubbing reuses the cached activations
     view.close()
 

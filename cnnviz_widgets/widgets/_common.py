@@ -52,3 +52,20 @@ def _widgets_in(value: Any) -> list[ipywidgets.Widget]:
     if isinstance(value, dict):
         return [w for item in value.values() for w in _widgets_in(item)]
     return []
+
+
+def show_child(parent: ipywidgets.Box, child: ipywidgets.Widget, visible: bool) -> None:
+    """Show or hide `child` by putting it in or out of `parent.children`, keeping the first order.
+
+    Used instead of ``display: none`` for parts that hold bqplot figures: a figure laid out while hidden
+    measures 0 px, and the browser then logs negative sizes for its shapes.
+    """
+    order = parent.__dict__.setdefault("_cnnviz_child_order", tuple(parent.children))
+    shown = {id(c) for c in parent.children}
+    if visible:
+        shown.add(id(child))
+    else:
+        shown.discard(id(child))
+    children = tuple(c for c in order if id(c) in shown)
+    if children != tuple(parent.children):
+        parent.children = children

@@ -19,7 +19,7 @@ import traitlets
 from .. import render
 from ..effects import FilterBreakdown, parse_channels
 from ..errors import CnnvizError, LayerError
-from ._common import as_state, close_all, format_number
+from ._common import as_state, close_all, format_number, show_child
 from .mosaic import MosaicFigure
 
 MAP_SIDE = 192
@@ -132,7 +132,7 @@ class FilterEffect(ipywidgets.VBox):
             return
         self.breakdown = breakdown
         self.message.value = f'<span style="color: #a33">{html.escape(problem)}</span>' if problem else ""
-        self.figures.layout.display = None
+        show_child(self, self.figures, True)
         self.heading.value = self._heading(breakdown)
         self._draw(breakdown)
 
@@ -214,7 +214,7 @@ class FilterEffect(ipywidgets.VBox):
     def _show_message_only(self, text: str) -> None:
         self.breakdown = None
         self.heading.value = ""
-        self.figures.layout.display = "none"
+        show_child(self, self.figures, False)
         self.message.value = f'<span style="color: #555">{html.escape(text)}</span>'
 
     # -- events ----------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from .. import images, render
 from ..errors import CnnvizError
 from ..explain import METHODS, Explanation, Target, TopClasses, overlay
 from ..inputs import ModelInput
-from ._common import as_state, close_all, format_number
+from ._common import as_state, close_all, format_number, show_child
 from .mosaic import MosaicFigure
 
 HEAT_CMAP = "magma"
@@ -293,7 +293,7 @@ class ClassActivationMap(_StateView):
         return (id(self.state.model_input), self.method.value, target, layer)
 
     def _hide(self, hidden: bool) -> None:
-        self.figure.layout.display = "none" if hidden else None
+        show_child(self, self.figure, not hidden)
         self.opacity.layout.display = "none" if hidden else None
         if hidden:
             self.explanation = None
@@ -438,7 +438,7 @@ class CompareImages(_StateView):
         return (id(s.model_input), id(self.other_input), s.layer, s.filter, s.normalization, s.colormap)
 
     def _hide(self, hidden: bool) -> None:
-        self.sides.layout.display = "none" if hidden else None
+        show_child(self, self.sides, not hidden)
 
     def maps(self) -> tuple[np.ndarray, np.ndarray]:
         """(H, W) float32 maps of the current layer and channel (`state.filter`) for the two images."""

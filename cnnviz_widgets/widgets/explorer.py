@@ -101,8 +101,8 @@ class Explorer(ipywidgets.VBox):
                  "Predictions": self.predictions, "Why (Grad-CAM)": self.class_activation_map,
                  "Compare images": self.compare_images}
         self.views = list(views.values())
-        # Each tab holds its view only from the first time it is opened: a bqplot figure first laid out in a
-        # hidden tab measures 0 px (and the browser logs negative sizes for its shapes).
+        # A tab holds its view only while it is open: a bqplot figure laid out in a hidden tab measures 0 px
+        # (and the browser logs negative sizes for its shapes).
         self._tab_pages = [ipywidgets.Box(layout=ipywidgets.Layout(display="block")) for _ in self.views]
         self.tabs = _with_class(ipywidgets.Tab(children=self._tab_pages, titles=tuple(views)), "cnnviz-tabs")
         self.export_button = _with_class(ipywidgets.Button(
@@ -168,11 +168,11 @@ class Explorer(ipywidgets.VBox):
     def _on_tab_change(self, _change: traitlets.Bunch | None) -> None:
         # Grids in background tabs skip their redraws (the activation mosaic costs tens of ms a frame while a
         # slider is dragged) and catch up when their tab is opened.
+        # Only the open tab holds its view (see __init__): the others are emptied, so no figure is ever laid
+        # out hidden; a reopened tab draws its view afresh.
         selected = self.tabs.selected_index or 0
-        page = self._tab_pages[selected]
-        if not page.children:
-            page.children = (self.views[selected],)
-        for index, view in enumerate(self.views):
+        for index, (page, view) in enumerate(zip(self._tab_pages, self.views, strict=True)):
+            page.children = (view,) if index == selected else ()
             if hasattr(view, "active"):
                 view.active = index == selected
 

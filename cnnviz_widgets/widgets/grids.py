@@ -19,7 +19,7 @@ import traitlets
 
 from .. import render
 from ..errors import CnnvizError
-from ._common import as_state, close_all, format_number
+from ._common import as_state, close_all, format_number, show_child
 from .mosaic import MosaicFigure
 
 _KERNEL_TILE_PX = 24  # a 3×3 kernel is sent as 24×24 px of crisp cells rather than blurred by the browser
@@ -175,7 +175,7 @@ class _PagedMosaicView(ipywidgets.VBox):
                 self.page_slider.layout.display = None if pages > 1 else "none"
                 self.page_label.value = f"{self._tile_word}s {which}" if pages > 1 else ""
             self.message.value = self._message()
-            self.figure.layout.display = None
+            show_child(self, self.figure, True)
             key = (*self._picture_key(), self.page)
             if key != self._drawn_key:
                 self._draw(shown)
@@ -188,7 +188,7 @@ class _PagedMosaicView(ipywidgets.VBox):
         self.page = 0
         self.page_slider.layout.display = "none"
         self.page_label.value = ""
-        self.figure.layout.display = "none"
+        show_child(self, self.figure, False)
         self.message.value = f'<span style="color: #555">{self._message()}</span>'
         self._drawn_key = None
 

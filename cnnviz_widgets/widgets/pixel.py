@@ -21,7 +21,7 @@ import traitlets
 from .. import render
 from ..analysis import PixelBreakdown, ReceptiveField
 from ..errors import CnnvizError, LayerError
-from ._common import as_state, close_all, format_number
+from ._common import as_state, close_all, format_number, show_child
 from .mosaic import MosaicFigure
 
 MAP_SIDE = 256
@@ -171,13 +171,13 @@ class ConvolutionAtPixel(ipywidgets.VBox):
             breakdown = s.pixel_breakdown(self.row, self.col, top_k=self.top_k.value)
         except LayerError as err:
             self.breakdown = None
-            self.details.layout.display = "none"
+            show_child(self, self.details, False)
             self.message.value = f'<span style="color: #555">{html.escape(str(err))}</span>'
             self.heading.value = self._heading(None)
             return
         self.breakdown = breakdown
         self.message.value = ""
-        self.details.layout.display = None
+        show_child(self, self.details, True)
         self.heading.value = self._heading(breakdown)
         self._draw_breakdown(breakdown)
 

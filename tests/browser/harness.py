@@ -132,7 +132,11 @@ class JupyterServer:
     def shutdown_kernels(self) -> None:
         """Shut every kernel down (one VGG16 kernel holds about 1 GB)."""
         for kernel in self.api("kernels"):
-            self.api(f"kernels/{kernel['id']}", method="DELETE")
+            try:
+                self.api(f"kernels/{kernel['id']}", method="DELETE")
+            except urllib.error.HTTPError as err:  # 404: it ended on its own between the list and the delete
+                if err.code != 404:
+                    raise
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path and self.log_path.exists() else ""
