@@ -51,6 +51,19 @@ def nested_model(k):
 
 
 @pytest.fixture(scope="session")
+def softmax_model(k):
+    """Functional 12×12×3 classifier: conv(5) -> pool -> conv(4) -> GAP -> Dense(3, softmax)."""
+    k.utils.set_random_seed(7)
+    inputs = k.Input((12, 12, 3), name="pixels")
+    x = k.layers.Conv2D(5, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = k.layers.MaxPooling2D(name="p1")(x)
+    x = k.layers.Conv2D(4, 3, padding="same", activation="relu", name="c2")(x)
+    x = k.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = k.layers.Dense(3, activation="softmax", name="probs")(x)
+    return k.Model(inputs, outputs, name="softmax_tiny")
+
+
+@pytest.fixture(scope="session")
 def vgg16_bsds(k):
     from cnnviz_widgets import load_model
 

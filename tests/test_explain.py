@@ -27,25 +27,13 @@ from cnnviz_widgets.render import apply_colormap
 def min_max(values: np.ndarray) -> np.ndarray:
     """tf-keras-vis' normalisation, without its epsilon: (v - min) / (max - min)."""
     values = np.asarray(values, dtype=np.float64)
-    return (values - values.min()) / (values.max() - values.min())
+    span = values.max() - values.min()
+    return np.zeros_like(values) if span == 0 else (values - values.min()) / span  # a flat map (a dead class): 0
 
 
 @pytest.fixture(scope="module")
 def astronaut_224():
     return prepare_input(sample_image("astronaut"), (224, 224, 3), "caffe").array
-
-
-@pytest.fixture(scope="module")
-def softmax_model(k):
-    """Functional 12×12×3 classifier: conv(5) -> pool -> conv(4) -> GAP -> Dense(3, softmax)."""
-    k.utils.set_random_seed(7)
-    inputs = k.Input((12, 12, 3), name="pixels")
-    x = k.layers.Conv2D(5, 3, padding="same", activation="relu", name="c1")(inputs)
-    x = k.layers.MaxPooling2D(name="p1")(x)
-    x = k.layers.Conv2D(4, 3, padding="same", activation="relu", name="c2")(x)
-    x = k.layers.GlobalAveragePooling2D(name="gap")(x)
-    outputs = k.layers.Dense(3, activation="softmax", name="probs")(x)
-    return k.Model(inputs, outputs, name="softmax_tiny")
 
 
 # -- ImageNet class names ------------------------------------------------------------------------------

@@ -10,24 +10,10 @@ import pytest
 from PIL import Image
 
 import cnnviz_widgets
-from cnnviz_widgets import CnnvizError, ModelState, render
+from cnnviz_widgets import CnnvizError, render
 from cnnviz_widgets.export import Panel, compose, enlargement, export_png, figures_of, reproduce_code, save_png
 from cnnviz_widgets.models import ModelInfo
 from cnnviz_widgets.widgets import ActivationGrid, Explorer, FilterEffect, MosaicFigure
-
-
-@pytest.fixture(scope="module")
-def vgg_state_shared(vgg16_bsds):
-    return ModelState(vgg16_bsds, image="astronaut", max_side=64)
-
-
-@pytest.fixture
-def vgg_state(vgg_state_shared):
-    state = vgg_state_shared
-    with state.hold_trait_notifications():
-        state.layer, state.filter, state.channel = "block1_conv1", 0, 0
-        state.normalization, state.colormap = "per_map", "grey"
-    return state
 
 
 def find(haystack: np.ndarray, needle: np.ndarray) -> list[tuple[int, int]]:
@@ -119,7 +105,7 @@ def test_reproduce_code_rebuilds_the_state(vgg_state, vgg16_bsds, monkeypatch):
     state.set_image("cat")
     code = reproduce_code(state)
     assert 'model = cw.load_model("vgg16", weights="bsds500")' in code
-    assert "state = cw.ModelState(model, image='cat', max_side=64)" in code
+    assert "state = cw.ModelState(model, image='cat', max_side=96)" in code
     loaded = []
     monkeypatch.setattr(cnnviz_widgets, "load_model", lambda *a, **kw: loaded.append((a, kw)) or vgg16_bsds)
     namespace: dict = {}

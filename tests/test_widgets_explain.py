@@ -12,6 +12,7 @@ from PIL import Image
 from cnnviz_widgets import CnnvizError, ImageError, ModelState, render
 from cnnviz_widgets.explain import Target, imagenet_class_names, overlay
 from cnnviz_widgets.widgets.explain import COMPARE_SIDE, HEAT_CMAP, ClassActivationMap, CompareImages, Predictions
+from tests.conftest import notifier_counts
 
 
 def picture(figure) -> np.ndarray:
@@ -24,42 +25,9 @@ def open_widgets() -> set:
     return set(ipywidgets.widgets.widget._instances)
 
 
-def notifier_counts(state) -> dict:
-    return {(name, kind): len(handlers) for name, kinds in state._trait_notifiers.items()
-            for kind, handlers in kinds.items() if handlers}
-
-
-@pytest.fixture(scope="module")
-def softmax_model(k):
-    """Functional 12×12×3 classifier: conv(5) -> pool -> conv(4) -> GAP -> Dense(3, softmax)."""
-    k.utils.set_random_seed(7)
-    inputs = k.Input((12, 12, 3), name="pixels")
-    x = k.layers.Conv2D(5, 3, padding="same", activation="relu", name="c1")(inputs)
-    x = k.layers.MaxPooling2D(name="p1")(x)
-    x = k.layers.Conv2D(4, 3, padding="same", activation="relu", name="c2")(x)
-    x = k.layers.GlobalAveragePooling2D(name="gap")(x)
-    outputs = k.layers.Dense(3, activation="softmax", name="probs")(x)
-    return k.Model(inputs, outputs, name="softmax_tiny")
-
-
 @pytest.fixture
 def state(softmax_model, rng):
     return ModelState(softmax_model, image=rng.integers(0, 256, (12, 12, 3), dtype=np.uint8))
-
-
-@pytest.fixture(scope="module")
-def bsds_state_shared(vgg16_bsds):
-    return ModelState(vgg16_bsds, image="astronaut", max_side=64)
-
-
-@pytest.fixture
-def bsds_state(bsds_state_shared):
-    state = bsds_state_shared
-    with state.hold_trait_notifications():
-        state.layer, state.filter, state.normalization, state.colormap = "block1_conv1", 0, "per_map", "grey"
-    before = notifier_counts(state)
-    yield state
-    assert notifier_counts(state) == before, "a view left observers on the shared state"
 
 
 # -- Predictions ---------------------------------------------------------------------------------------
@@ -90,8 +58,8 @@ def test_predictions_list_the_top_classes_and_a_click_explains_one(state):
     view.close()  # harmless
 
 
-def test_predictions_say_when_the_model_has_no_classifier(bsds_state):
-    view = Predictions(bsds_state)
+def test_predictions_say_when_the_model_has_no_classifier(vgg_state):
+    view = Predictions(vgg_state)
     assert view.rows.layout.display == "none" and view.predictions is None
     assert "has no classifier" in view.message.value and "bsds500" in view.message.value
     view.close()
@@ -120,8 +88,8 @@ def test_predictions_and_grad_cam_on_vgg16_with_its_classifier(vgg16_full):
 # -- ClassActivationMap ----------------------------------------------------------------------------------
 
 
-def test_class_activation_map_of_a_filter_without_classifier(bsds_state):
-    state = bsds_state
+def test_class_activation_map_of_a_filter_without_classifier(vgg_state):
+    state = vgg_state
     state.layer, state.filter = "block3_conv1", 5
     view = ClassActivationMap(state)
     result = view.explanation
@@ -145,7 +113,7 @@ def test_class_activation_map_of_a_filter_without_classifier(bsds_state):
     assert view.explanation.raw.shape == state.model_input.picture.shape[:2]
     view.method.value = "grad-cam"
     view.layer_picker.value = "block1_conv2"  # an earlier layer: finer maps
-    assert view.explanation.layer == "block1_conv2" and view.explanation.raw.shape == (64, 64)
+    assert view.explanation.layer == "block1_conv2" and view.explanation.raw.shape == state.model_input.array.shape[:2]
     state.layer = "block1_conv1"  # after the picked layer: its score does not depend on it
     assert "does not depend on block1_conv2: pick a layer before it" in view.message.value
     view.layer_picker.value = ""  # the default: the last conv layer before the filter's; there is none
@@ -191,14 +159,14 @@ def test_class_activation_map_class_picker_drives_the_state(state):
 # -- CompareImages -------------------------------------------------------------------------------------
 
 
-def test_compare_images_share_one_range(bsds_state):
-    state = bsds_state
+def test_compare_images_share_one_range(vgg_state):
+    state = vgg_state
     state.layer = "block2_conv1"
     peaks = state.activation().max(axis=(0, 1))
     f, g = (int(i) for i in np.argsort(-peaks)[:2])  # two filters that are not dead on this image
     state.filter = f
     view = CompareImages(state, "cat")
-    other = ModelState(state.model, image="cat", max_side=64)  # an independent second forward pass
+    other = ModelState(state.model, image="cat", max_side=state.max_side)  # an independent second forward pass
     left, right = state.activation()[..., f], other.activation("block2_conv1")[..., f]
     np.testing.assert_allclose(view.maps()[1], right, rtol=1e-5, atol=1e-5 * float(right.max()))
     lo, hi = min(left.min(), right.min()), max(left.max(), right.max())
@@ -218,7 +186,7 @@ def test_compare_images_share_one_range(bsds_state):
     state.filter = g  # both images' outputs are cached: no forward pass
     assert state.forward_passes == passes and f"channel {g}" in view.figures[0].title.value
     view.picker.value = "coffee"
-    assert view.other_name == "coffee" and view.other_input.picture.shape[:2] == (43, 64)
+    assert view.other_name == "coffee" and view.other_input.picture.shape[:2] == (64, 96)
     with pytest.raises(ImageError):
         view.set_other_image(b"not an image")
     assert view.other_name == "coffee"  # the previous image stays
