@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 ## JupyterLab on the tour notebook (offline VGG16 weights: nothing to download)
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/01_tour.ipynb
+	$(VENV)/bin/jupyter lab notebooks/01_tour.ipynb $(if $(filter 0,$(shell id -u)),--allow-root)
 
 ## the whole suite: lint, layering contracts, unit, widget and notebook tests
 test: $(STAMP)
