@@ -5,8 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 import ipywidgets
+import traitlets
 
 from ..state import ModelState
+
+
+class View(ipywidgets.VBox):
+    """A view that can be hidden: while `active` is False (a background tab) state changes are not drawn,
+    and `redraw()` catches up when it is made active again."""
+
+    active = traitlets.Bool(True, help="False while the view is hidden (e.g. a background tab): state changes "
+                                       "are not drawn until it is active again.")
+
+    def redraw(self) -> None:
+        raise NotImplementedError
+
+    @traitlets.observe("active")
+    def _on_active_change(self, change: traitlets.Bunch) -> None:
+        if change["new"]:
+            self.redraw()  # catch up with whatever changed while hidden
 
 
 def as_state(state_or_model: Any) -> ModelState:

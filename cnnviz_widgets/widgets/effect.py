@@ -19,7 +19,7 @@ import traitlets
 from .. import render
 from ..effects import FilterBreakdown, parse_channels
 from ..errors import CnnvizError, LayerError
-from ._common import as_state, close_all, format_number, show_child
+from ._common import View, as_state, close_all, format_number, show_child
 from .mosaic import MosaicFigure
 
 MAP_SIDE = 192
@@ -37,7 +37,7 @@ _MODE_WORDS = {
 }
 
 
-class FilterEffect(ipywidgets.VBox):
+class FilterEffect(View):
     """The current filter of the current layer taken apart by input channel.
 
     Parameters
@@ -54,8 +54,6 @@ class FilterEffect(ipywidgets.VBox):
     take apart.
     """
 
-    active = traitlets.Bool(True, help="False while the view is hidden (e.g. a background tab): state changes "
-                                       "are not drawn until it is active again.")
 
     def __init__(self, state_or_model: Any, *, top_k: int = 3, css_class: str = "cnnviz-filter-effect",
                  width_px: int = 420):
@@ -218,11 +216,6 @@ class FilterEffect(ipywidgets.VBox):
         self.message.value = f'<span style="color: #555">{html.escape(text)}</span>'
 
     # -- events ----------------------------------------------------------------------------------------
-
-    @traitlets.observe("active")
-    def _on_active_change(self, change: traitlets.Bunch) -> None:
-        if change["new"]:
-            self.redraw()  # catch up with whatever changed while hidden
 
     def _on_state_change(self, _change: traitlets.Bunch) -> None:
         self.redraw()

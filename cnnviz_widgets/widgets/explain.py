@@ -21,7 +21,7 @@ from .. import images, render
 from ..errors import CnnvizError
 from ..explain import METHODS, Explanation, Target, TopClasses, overlay
 from ..inputs import ModelInput
-from ._common import as_state, close_all, format_number, show_child
+from ._common import View, as_state, close_all, format_number, show_child
 from .mosaic import MosaicFigure
 
 HEAT_CMAP = "magma"
@@ -37,11 +37,9 @@ _RANGE_WORDS = {
 }
 
 
-class _StateView(ipywidgets.VBox):
+class _StateView(View):
     """What the three views share: the state, its observers, `active`, a message line, `close`."""
 
-    active = traitlets.Bool(True, help="False while the view is hidden (e.g. a background tab): state changes "
-                                       "are not drawn until it is active again.")
 
     def __init__(self, state_or_model: Any, children: list[ipywidgets.Widget], css_class: str,
                  observed: list[str], active: bool = True):
@@ -95,11 +93,6 @@ class _StateView(ipywidgets.VBox):
 
     def _hide(self, hidden: bool) -> None:
         raise NotImplementedError
-
-    @traitlets.observe("active")
-    def _on_active_change(self, change: traitlets.Bunch) -> None:
-        if change["new"]:
-            self.redraw()  # catch up with whatever changed while hidden
 
     def _on_state_change(self, _change: traitlets.Bunch) -> None:
         self.redraw()

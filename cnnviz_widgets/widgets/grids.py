@@ -19,7 +19,7 @@ import traitlets
 
 from .. import render
 from ..errors import CnnvizError
-from ._common import as_state, close_all, format_number, show_child
+from ._common import View, as_state, close_all, format_number, show_child
 from .mosaic import MosaicFigure
 
 _KERNEL_TILE_PX = 24  # a 3×3 kernel is sent as 24×24 px of crisp cells rather than blurred by the browser
@@ -33,12 +33,10 @@ _WEIGHT_CMAP = "coolwarm"  # diverging: negative blue, zero white, positive red
 
 
 
-class _PagedMosaicView(ipywidgets.VBox):
+class _PagedMosaicView(View):
     """Common part of the grid views: state observers, paging that follows `state.filter`, the figure."""
 
     page = traitlets.Int(0, help="Page shown, 0-based: tiles page * page_size .. (page + 1) * page_size - 1.")
-    active = traitlets.Bool(True, help="False while the view is hidden (e.g. a background tab): state changes "
-                                       "are not drawn until it is active again.")
     _observed_traits: tuple[str, ...] = ()
     _tile_word = "map"
 
@@ -138,11 +136,6 @@ class _PagedMosaicView(ipywidgets.VBox):
             self.state.filter = moved if order is None else order[min(moved, len(order) - 1)]
         self._sync()
 
-    @traitlets.observe("active")
-    def _on_active_change(self, change: traitlets.Bunch) -> None:
-        if change["new"]:
-            self._sync()  # catch up with whatever changed while hidden
-
     def _on_page_slider(self, change: traitlets.Bunch) -> None:
         if not self._syncing:
             self.page = change["new"] - 1
@@ -152,6 +145,10 @@ class _PagedMosaicView(ipywidgets.VBox):
 
     def _on_tile_click(self, index: int) -> None:
         self.state.filter = index
+
+    def redraw(self) -> None:
+        """Bring the picture up to date with the state (nothing is drawn if it did not change)."""
+        self._sync()
 
     def _sync(self) -> None:
         """Bring page, controls and picture up to date with the state; draw only if the picture changed."""

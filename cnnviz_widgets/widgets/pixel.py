@@ -21,7 +21,7 @@ import traitlets
 from .. import render
 from ..analysis import PixelBreakdown, ReceptiveField
 from ..errors import CnnvizError, LayerError
-from ._common import as_state, close_all, format_number, show_child
+from ._common import View, as_state, close_all, format_number, show_child
 from .mosaic import MosaicFigure
 
 MAP_SIDE = 256
@@ -39,7 +39,7 @@ _MARK_COLOR = "#ff7f0e"  # the selected pixel and the receptive field: orange, l
 _VALUES_UP_TO = 25  # kernels with at most this many taps (5×5) get their numbers in the tooltips
 
 
-class ConvolutionAtPixel(ipywidgets.VBox):
+class ConvolutionAtPixel(View):
     """One output value of the current filter taken apart, and the part of the input image it can see.
 
     Parameters
@@ -62,8 +62,6 @@ class ConvolutionAtPixel(ipywidgets.VBox):
 
     row = traitlets.Int(0, help="Row of the picked value in the current layer's output map.")
     col = traitlets.Int(0, help="Column of the picked value in the current layer's output map.")
-    active = traitlets.Bool(True, help="False while the view is hidden (e.g. a background tab): state changes "
-                                       "are not drawn until it is active again.")
 
     def __init__(self, state_or_model: Any, *, top_k: int = 8, css_class: str = "cnnviz-pixel",
                  width_px: int = 360):
@@ -271,11 +269,6 @@ class ConvolutionAtPixel(ipywidgets.VBox):
                 f"{which}.{note}")
 
     # -- events ----------------------------------------------------------------------------------------
-
-    @traitlets.observe("active")
-    def _on_active_change(self, change: traitlets.Bunch) -> None:
-        if change["new"]:
-            self.redraw()  # catch up with whatever changed while hidden
 
     def _on_state_change(self, _change: traitlets.Bunch) -> None:
         old_shape, self._map_shape = self._map_shape, self.state.activation().shape[:2]

@@ -17,7 +17,7 @@ import traitlets
 
 from ..analysis import CHANNEL_ORDERS, STATISTICS
 from ..errors import CnnvizError
-from ._common import as_state, close_all, format_number
+from ._common import View, as_state, close_all, format_number
 
 _BAR_COLOR = "#4c72b0"
 _SELECTED_COLOR = "#ff7f0e"  # the current filter: orange, like the tile outlines
@@ -35,7 +35,7 @@ _ORDER_WORDS = {
 }
 
 
-class ChannelStats(ipywidgets.VBox):
+class ChannelStats(View):
     """A bar per channel of the current layer: its max, mean or fraction of zeros for the current image.
 
     Parameters
@@ -55,8 +55,6 @@ class ChannelStats(ipywidgets.VBox):
     """
 
     statistic = traitlets.Enum(STATISTICS, "max", help="The statistic the bars show.")
-    active = traitlets.Bool(True, help="False while the view is hidden (e.g. a background tab): state changes "
-                                       "are not drawn until it is active again.")
 
     def __init__(self, state_or_model: Any, *, statistic: str = "max", css_class: str = "cnnviz-channel-stats",
                  width_px: int = 640):
@@ -153,11 +151,6 @@ class ChannelStats(ipywidgets.VBox):
     @traitlets.observe("statistic")
     def _on_statistic_change(self, _change: traitlets.Bunch) -> None:
         self.redraw()
-
-    @traitlets.observe("active")
-    def _on_active_change(self, change: traitlets.Bunch) -> None:
-        if change["new"]:
-            self.redraw()
 
     def _on_state_change(self, change: traitlets.Bunch) -> None:
         if change["name"] == "channel_order" and change["new"] in STATISTICS:
