@@ -99,16 +99,6 @@ def notifier_counts(state) -> dict:
             for kind, handlers in kinds.items() if handlers}
 
 
-def short(value: float) -> str:
-    """The views' number format: 0 decimals from 100, 1 from 10, 2 from 0.01, else 2 significant digits."""
-    size = abs(value)
-    if size >= 100:
-        return f"{value:.0f}"
-    if size >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}" if size >= 0.01 or size == 0 else f"{value:.2g}"
-
-
 @pytest.fixture(scope="module")
 def vgg_state_shared(vgg16_bsds):
     return ModelState(vgg16_bsds, image="astronaut", max_side=96)

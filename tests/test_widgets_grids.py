@@ -11,7 +11,8 @@ from PIL import Image
 
 from cnnviz_widgets import CnnvizError, ModelState, render
 from cnnviz_widgets.widgets import ActivationGrid, MosaicFigure, WeightGrid
-from tests.conftest import notifier_counts, short
+from cnnviz_widgets.widgets._common import format_number as short  # the views' number format
+from tests.conftest import notifier_counts
 
 
 def picture(figure: MosaicFigure) -> np.ndarray:

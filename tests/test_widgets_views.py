@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from cnnviz_widgets import CnnvizError, ModelState, render
+from cnnviz_widgets.widgets._common import format_number as short  # the views' number format
 from cnnviz_widgets.widgets.effect import KERNEL_TILE_PX, MAP_SIDE, SIGNED_CMAP, FilterEffect
 from cnnviz_widgets.widgets.summary import LayerSummary
-from tests.conftest import notifier_counts, short
+from tests.conftest import notifier_counts
 
 
 def picture(figure) -> np.ndarray:
