@@ -283,13 +283,8 @@ class ModelState(traitlets.HasTraits):
             listed = ", ".join(convs[:4]) + (f" and {len(convs) - 4} more" if len(convs) > 4 else "")
             raise LayerError(f"{name} is {what}: it has no filters to take apart. A filter's effect is shown "
                              f"for conv layers: {listed}")
-        config = node.layer.get_config()
-        if config.get("data_format", "channels_last") != "channels_last":
-            raise LayerError(f"{name} is channels_first; filter effects are computed for channels_last layers")
-        f = _clamp(self.filter if filter is None else filter, self.n_filters(name) - 1)
-        if filter is not None and f != filter:
-            raise LayerError(f"{name} has {self.n_filters(name)} filters (0..{self.n_filters(name) - 1}); "
-                             f"got filter {filter!r}")
+        config = self._channels_last_config(name, "filter effects are")
+        f = self._filter_of(name, filter)
         previous = self.previous_layer(name)
         kernel, bias = self.weights(name)
         transposed = node.class_name == "Conv2DTranspose"
@@ -308,11 +303,8 @@ class ModelState(traitlets.HasTraits):
             notes.append(f"the activation {result.activation!r} is not reproduced per filter; the output shown "
                          "is the layer's own")
         if previous == self.input_layer:
-            labels = input_channel_labels(self.model_input.preprocess, kernel.shape[2])
-            labels = tuple(labels[c] for c in result.channels)
             notes.insert(0, describe_preprocessing(self.model_input.preprocess, kernel.shape[2]))
-        else:
-            labels = tuple(f"{previous} channel {c}" for c in result.channels)
+        labels = self._channel_labels(previous, kernel.shape[2], result.channels)
         return dataclasses.replace(result, layer=name, layer_type=node.class_name, previous_layer=previous,
                                    channel_labels=labels, note="; ".join(notes), output=output)
 
@@ -353,11 +345,7 @@ class ModelState(traitlets.HasTraits):
             output = float(self.activation(name)[result.row, result.col, f])
             notes.append(f"the activation {result.activation!r} is not reproduced per value; the output shown "
                          "is the layer's own")
-        if previous == self.input_layer:
-            every = input_channel_labels(self.model_input.preprocess, kernel.shape[2])
-            labels = tuple(every[c] for c in result.channels)
-        else:
-            labels = tuple(f"{previous} channel {c}" for c in result.channels)
+        labels = self._channel_labels(previous, kernel.shape[2], result.channels)
         return dataclasses.replace(result, layer=name, previous_layer=previous, channel_labels=labels,
                                    note="; ".join(notes), output=output)
 
@@ -393,10 +381,21 @@ class ModelState(traitlets.HasTraits):
             raise LayerError(f"{name} ({node.class_name}) does not slide a kernel over its input, so {what} is not "
                              f"shown for it; pick a {', '.join(SLIDING_CONVS)} layer"
                              + (f", e.g. {', '.join(convs)}" if convs else ""))
-        config = node.layer.get_config()
+        return self._channels_last_config(name, f"{what} is")
+
+    def _channels_last_config(self, name: str, what: str) -> dict:
+        """The layer's config; LayerError for a channels_first layer, which these computations do not handle."""
+        config = self.graph.node(name).layer.get_config()
         if config.get("data_format", "channels_last") != "channels_last":
-            raise LayerError(f"{name} is channels_first; {what} is computed for channels_last layers")
+            raise LayerError(f"{name} is channels_first; {what} computed for channels_last layers")
         return config
+
+    def _channel_labels(self, previous: str, n_channels: int, channels: Sequence[int]) -> tuple[str, ...]:
+        """Words for input channels of a filter: the fed colour channels, or maps of the previous layer."""
+        if previous == self.input_layer:
+            every = input_channel_labels(self.model_input.preprocess, n_channels)
+            return tuple(every[c] for c in channels)
+        return tuple(f"{previous} channel {c}" for c in channels)
 
     def _filter_of(self, name: str, filter: int | None) -> int:
         n = self.n_filters(name)
