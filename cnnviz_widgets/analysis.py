@@ -39,6 +39,11 @@ fewest zeros first, so the dead channels of a ReLU layer come last)."""
 SLIDING_CONVS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
 """Conv layers that slide a kernel over their input (a transposed convolution scatters instead)."""
 _FIELD_POOL = ("MaxPooling2D", "AveragePooling2D")
+# Layers and raw ops (`keras.ops.mean(x, axis=(1, 2), keepdims=True)`) that mix every position: after them
+# each pixel sees the whole input, even where the output keeps its (1, 1) map (keepdims=True).
+_GLOBAL_POOL = frozenset({"GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAvgPool2D", "GlobalMaxPool2D"})
+_REDUCTIONS = frozenset({"Mean", "Max", "Min", "Sum", "Prod", "Std", "Var", "Amax", "Amin", "Logsumexp",
+                         "Median", "Argmax", "Argmin", "All", "Any"})
 # Layers that act on each pixel on its own (or only mix channels): the field passes through them unchanged.
 _PER_PIXEL = frozenset({
     "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "BatchNormalization", "LayerNormalization",
@@ -198,7 +203,7 @@ class ReceptiveField:
     y, x : the field along rows and columns (`AxisField`). input_size : (H, W) of the input it was computed
     for (None where the model takes any size and none was given). output_size : (H', W') of the layer's maps.
     whole : True when a layer on the way mixes every position (global pooling, Dense, Flatten): then every
-    output pixel sees the whole input and `y`, `x` span it.
+    output pixel sees the whole input and `y`, `x` span it. mixed_by : that layer (the first on the way).
     """
 
     layer: str
@@ -207,6 +212,7 @@ class ReceptiveField:
     input_size: tuple[int | None, int | None]
     output_size: tuple[int | None, int | None]
     whole: bool = False
+    mixed_by: str = ""
 
     @property
     def size(self) -> tuple[int, int]:
@@ -240,7 +246,8 @@ def receptive_field(graph: ModelGraph, layer: str,
     the field is the box around the UNION over the paths. The box is exact: it is the smallest one holding
     every input pixel that can change the output. Inside it, every pixel counts for a plain chain of convs and
     pools (VGG16); a dilated kernel skips pixels, and joined paths can reach an L-shaped region. A global
-    pooling, Flatten or Dense on the way makes the field the whole input.
+    pooling (``keepdims=True`` too), a reduction over rows or columns (``keras.ops.mean(x, axis=(1, 2))``),
+    Flatten or Dense on the way makes the field the whole input (`ReceptiveField.whole`).
 
     input_size : (H, W) of the fed input. Needed when the model takes any size and a "same"-padded layer has
     a stride above 1 (TensorFlow then pads by the parity of the size), and to know the output size.
@@ -254,7 +261,7 @@ def receptive_field(graph: ModelGraph, layer: str,
         h, w = size
         y, x = AxisField(h or 1, 0, 0), AxisField(w or 1, 0, 0)
         out = tuple(target.output_shape[1:3]) if target.is_map else (None, None)
-        return ReceptiveField(target.name, y, x, size, out, whole=True)  # type: ignore[arg-type]
+        return ReceptiveField(target.name, y, x, size, out, whole=True, mixed_by=found[1])  # type: ignore[arg-type]
     y, x, out_h, out_w = found
     return ReceptiveField(target.name, y, x, size, (out_h, out_w))
 
@@ -283,30 +290,50 @@ def _input_size(graph: ModelGraph, input_size: tuple[int, int] | None) -> tuple[
 
 
 def _field(graph: ModelGraph, name: str, input_size: tuple, memo: dict) -> tuple:
-    """(AxisField y, AxisField x, output height, output width) of node `name`, or (_WHOLE,)."""
+    """(AxisField y, AxisField x, output height, output width) of node `name`, or (_WHOLE, the mixing layer).
+
+    Only the layers that feed `name` are visited, in graph order, without recursion: a model can be a
+    thousand layers deep (NASNetLarge, EfficientNetB7).
+    """
     if name in memo:
         return memo[name]
-    node = graph.node(name)
+    needed, pending = set(), [graph.node(name).name]
+    while pending:
+        current = pending.pop()
+        if current not in needed and current not in memo:
+            needed.add(current)
+            pending.extend(graph.node(current).inputs)
+    for current in [n for n in graph.nodes if n in needed]:  # graph order: a node's inputs come before it
+        memo[current] = _field_of(graph.node(current), [memo[source] for source in graph.node(current).inputs],
+                                  input_size)
+    return memo[name]
+
+
+def _field_of(node: LayerNode, upstream: list[tuple], input_size: tuple) -> tuple:
+    """The field of `node` given the fields of its inputs."""
     if node.kind == "input":
-        result: tuple = (AxisField(1, 1, 0), AxisField(1, 1, 0), *input_size)
-    else:
-        upstream = [_field(graph, source, input_size, memo) for source in node.inputs]
-        if not node.is_map or any(found[0] == _WHOLE for found in upstream):
-            result = (_WHOLE,)  # mixes all positions, or is fed by something that does
-        elif not upstream:
-            raise CnnvizError(f"{name} ({node.class_name}) has no input in the graph: no receptive field")
-        else:
-            result = _through(node, upstream)
-    memo[name] = result
-    return result
+        return (AxisField(1, 1, 0), AxisField(1, 1, 0), *input_size)
+    mixed = [found for found in upstream if found[0] == _WHOLE]
+    if mixed:
+        return mixed[0]  # fed by a layer that mixes all positions: it says which one
+    if not node.is_map:
+        return (_WHOLE, node.name)  # Flatten, Dense on vectors, ...: mixes all positions
+    if not upstream:
+        raise CnnvizError(f"{node.name} ({node.class_name}) has no input in the graph: no receptive field")
+    return _through(node, upstream)
 
 
 def _through(node: LayerNode, upstream: list[tuple]) -> tuple:
     """The field after `node`, given the fields of its inputs."""
-    config = node.layer.get_config() if node.layer is not None else {}
+    try:
+        config = node.layer.get_config() if node.layer is not None else {}
+    except Exception:  # a custom layer or op without a config: judged by its shapes below
+        config = {}
     if config.get("data_format", "channels_last") != "channels_last":
         raise CnnvizError(f"{node.name} is channels_first; receptive fields are computed for channels_last layers")
     cls = node.class_name
+    if cls in _GLOBAL_POOL or (cls in _REDUCTIONS and _reduces_positions(config.get("axis", "none"))):
+        return (_WHOLE, node.name)
     if node.kind == "conv" and cls not in SLIDING_CONVS:
         raise CnnvizError(f"{node.name} ({cls}) scatters each input pixel over a window of its output: its "
                           "receptive field is not a window of the input and is not computed")
@@ -337,6 +364,16 @@ def _through(node: LayerNode, upstream: list[tuple]) -> tuple:
     raise CnnvizError(f"{node.name} ({cls}) changes the map geometry in a way the receptive field is not "
                       f"computed for; it is computed through conv ({', '.join(SLIDING_CONVS)}), pooling, "
                       "ZeroPadding2D, Cropping2D and per-pixel layers")
+
+
+def _reduces_positions(axis: object) -> bool:
+    """True when a reduction over `axis` of a (batch, H, W, C) tensor mixes rows or columns (None: all axes)."""
+    if axis is None:
+        return True
+    if axis == "none":  # no axis in the config: not a reduction we can read
+        return False
+    axes = axis if isinstance(axis, (list, tuple)) else [axis]
+    return any(isinstance(a, int) and a % 4 in (1, 2) for a in axes)
 
 
 def _window(field: AxisField, size: int | None, kernel: int, stride: int, dilation: int, padding: str,

@@ -7,11 +7,13 @@ single symbolic graph from which `activations.py` builds its one multi-output ex
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 import socket
 import weakref
 import zipfile
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,6 +198,8 @@ def _copy_hed_conv_weights(model: Any, path: Path) -> None:
 
 # --------------------------------------------------------------------------------------------- graph
 
+_KERNELS_KEPT = 4  # expanded depthwise / separable / grouped kernels kept by a ModelGraph (see _expanded)
+
 
 @dataclass
 class LayerNode:
@@ -261,6 +265,7 @@ class ModelGraph:
                              "whose input is an image batch (batch, height, width, channels)")
         self.model = model
         self.nodes: dict[str, LayerNode] = {}
+        self._kernels: OrderedDict[str, tuple[tuple[np.ndarray, ...], np.ndarray]] = OrderedDict()
         self.input_tensor = k.Input(batch_shape=shape, dtype=inputs[0].dtype)
         outputs = self._trace(model, [self.input_tensor], sources=[], prefix="")
         self.output_tensors = [tensor for tensor, _ in outputs]
@@ -277,10 +282,8 @@ class ModelGraph:
         try:
             return self.nodes[name]
         except KeyError:
-            close = [n for n in self.nodes if name.lower() in n.lower()][:5]
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise LayerError(f"no layer named {name!r} in {self.model.name}.{hint} "
-                             f"Layers shown: {', '.join(self.visualisable())}") from None
+            raise LayerError(f"no layer named {name!r} in {self.model.name}.{closest_names(name, self.nodes)} "
+                             f"Layers shown: {short_list(self.visualisable())}") from None
 
     def visualisable(self) -> list[str]:
         """Names of the layers worth showing, in network order: the input, conv and 2-D pooling layers."""
@@ -331,17 +334,21 @@ class ModelGraph:
             raise LayerError(f"{name} ({node.class_name}) has no convolution kernel: weights are shown for "
                              f"{', '.join(CONV_TYPES)} layers")
         layer = node.layer
-        if node.class_name == "Conv2D":
+        groups = int(getattr(layer, "groups", 1) or 1)
+        if node.class_name == "Conv2D" and groups > 1:
+            kernel = self._expanded(name, (np.asarray(layer.kernel),), lambda k: _expand_grouped(k, groups))
+            note = (f"Conv2D in {groups} groups: each filter sees the input channels of its group; shown as the "
+                    "equivalent full kernel (zero for the channels a filter does not see)")
+        elif node.class_name == "Conv2D":
             kernel = np.asarray(layer.kernel)
             note = "Conv2D kernel"
         elif node.class_name == "DepthwiseConv2D":
-            kernel = _expand_depthwise(np.asarray(layer.kernel))
+            kernel = self._expanded(name, (np.asarray(layer.kernel),), _expand_depthwise)
             note = ("DepthwiseConv2D: each filter sees one input channel; shown as the equivalent full kernel "
                     "(zero for the channels a filter does not see)")
         elif node.class_name == "SeparableConv2D":
-            depthwise = _expand_depthwise(np.asarray(layer.depthwise_kernel))  # (kh, kw, c_in, c_in*m)
-            pointwise = np.asarray(layer.pointwise_kernel)[0, 0]  # (c_in*m, c_out)
-            kernel = np.einsum("hwim,mo->hwio", depthwise, pointwise)
+            kernel = self._expanded(name, (np.asarray(layer.depthwise_kernel), np.asarray(layer.pointwise_kernel)),
+                                    _combine_separable)
             note = "SeparableConv2D: depthwise then pointwise kernels, shown combined as one full kernel"
         else:  # Conv2DTranspose stores (kh, kw, c_out, c_in)
             kernel = np.transpose(np.asarray(layer.kernel), (0, 1, 3, 2))
@@ -353,6 +360,25 @@ class ModelGraph:
         else:
             bias = np.zeros(kernel.shape[3], np.float32)
         return kernel, bias, note
+
+    def _expanded(self, name: str, stored: tuple[np.ndarray, ...], expand: Callable) -> np.ndarray:
+        """`expand(*stored)` as a read-only float32 array, kept for the last few layers.
+
+        An expanded kernel is large (Xception's block14_sepconv2: 3×3×1536×2048, 113 MB, ~0.4 s to form) and
+        a slider step asks for it again; the stored arrays are compared (milliseconds) so that weights changed
+        in place, e.g. by training, are never served stale.
+        """
+        cached = self._kernels.get(name)
+        if cached is not None and all(a.shape == b.shape and np.array_equal(a, b)
+                                      for a, b in zip(cached[0], stored, strict=True)):
+            self._kernels.move_to_end(name)
+            return cached[1]
+        kernel = np.ascontiguousarray(expand(*stored), dtype=np.float32)
+        kernel.flags.writeable = False  # shared by every caller: none may change it
+        self._kernels[name] = (stored, kernel)
+        while len(self._kernels) > _KERNELS_KEPT:
+            self._kernels.popitem(last=False)
+        return kernel
 
     # -- tracing ---------------------------------------------------------------------------------------
     # Each step returns (tensor, name of the node that produced it). A nested model's input layer passes
@@ -379,9 +405,12 @@ class ModelGraph:
             config = model.get_config()
         except Exception as err:  # a custom layer without get_config: the graph cannot be read
             raise ModelError(f"cannot read the layer graph of {model.name}: {err}") from err
+        # Raw ops (`x + y`, `keras.ops.*` calls) are operations of the graph but not layers of the model:
+        # look every name up among the operations, which hold both.
+        operations = {operation.name: operation for operation in model.operations}
         produced: dict[tuple, tuple[Any, str]] = {}
         for i, ref in enumerate(_refs(config["input_layers"])):
-            layer = model.get_layer(ref[0])
+            layer = operations[ref[0]]
             name = sources[i] if sources else self._record(layer.name, layer, INPUT_TYPE, inputs[i], [],
                                                            prefix, 0)
             produced[ref] = (inputs[i], name)
@@ -395,7 +424,7 @@ class ModelGraph:
                 raise ModelError(f"cannot order the layer graph of {model.name}")
             for call in ready:
                 layer_name, index, node_config = call
-                layer = model.get_layer(layer_name)
+                layer = operations[layer_name]
                 inbound = [produced[h] for h in _histories(node_config)]
                 args = _substitute(node_config.get("args", []), produced)
                 kwargs = _substitute(node_config.get("kwargs", {}), produced)
@@ -412,7 +441,8 @@ class ModelGraph:
             return self._trace(layer, tensors, sources, f"{prefix}{layer.name}/")
         out = layer(tensors[0] if len(tensors) == 1 else tensors) if args is None else layer(*args, **(kwargs or {}))
         outs = list(out) if isinstance(out, (list, tuple)) else [out]
-        params = int(layer.count_params()) if layer.built else 0
+        # a raw op has no weights (and no count_params); an unbuilt layer has none yet
+        params = int(layer.count_params()) if getattr(layer, "built", False) and hasattr(layer, "count_params") else 0
         name = self._record(layer.name, layer, layer.__class__.__name__, outs[0], sources, prefix, params)
         return [(tensor, name) for tensor in outs]
 
@@ -425,6 +455,23 @@ class ModelGraph:
                                        output_shape=tuple(tensor.shape), params=params,
                                        inputs=list(sources), tensor=tensor)
         return unique
+
+
+def closest_names(name: str, names: Any, n: int = 5) -> str:
+    """The hint " Did you mean a, b?": up to `n` of `names` closest to `name` (difflib), or "" if none is."""
+    names = list(names)
+    close = difflib.get_close_matches(str(name), names, n=n, cutoff=0.6)
+    close += [other for other in names if str(name).lower() in other.lower() and other not in close]
+    return f" Did you mean {', '.join(close[:n])}?" if close else ""
+
+
+def short_list(names: Any, limit: int = 12) -> str:
+    """Names joined by commas; a long list is cut to its first and last few, with the count, never dumped."""
+    names = list(names)
+    if len(names) <= limit:
+        return ", ".join(names)
+    head, tail = names[: limit - 3], names[-2:]
+    return f"{', '.join(head)}, …, {', '.join(tail)} ({len(names)} in all)"
 
 
 def _refs(refs: list) -> list[tuple]:
@@ -458,6 +505,30 @@ def _substitute(item: Any, produced: dict) -> Any:
     if isinstance(item, (list, tuple)):
         return type(item)(_substitute(value, produced) for value in item)
     return item
+
+
+def _combine_separable(depthwise: np.ndarray, pointwise: np.ndarray) -> np.ndarray:
+    """(kh, kw, c_in, m) depthwise and (1, 1, c_in*m, c_out) pointwise kernels -> (kh, kw, c_in, c_out).
+
+    full[h, w, i, o] = sum_j depthwise[h, w, i, j] * pointwise[i*m + j, o]: a broadcast product. (An einsum with
+    the mostly-zero expanded depthwise kernel took 15 s on Xception's block14_sepconv2.)
+    """
+    c_in, multiplier = depthwise.shape[2:]
+    per_input = pointwise[0, 0].reshape(c_in, multiplier, -1)  # (c_in, m, c_out)
+    if multiplier == 1:
+        return depthwise[:, :, :, 0, None] * per_input[None, None, :, 0, :]
+    return np.einsum("hwij,ijo->hwio", depthwise, per_input)
+
+
+def _expand_grouped(kernel: np.ndarray, groups: int) -> np.ndarray:
+    """(kh, kw, c_in / groups, c_out) grouped kernel -> (kh, kw, c_in, c_out); filter o sees its group's inputs."""
+    kh, kw, per_group, c_out = kernel.shape
+    full = np.zeros((kh, kw, per_group * groups, c_out), dtype=kernel.dtype)
+    out_per_group = c_out // groups
+    for g in range(groups):
+        outs = slice(g * out_per_group, (g + 1) * out_per_group)
+        full[:, :, g * per_group:(g + 1) * per_group, outs] = kernel[:, :, :, outs]
+    return full
 
 
 def _expand_depthwise(depthwise: np.ndarray) -> np.ndarray:
