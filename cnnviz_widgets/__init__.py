@@ -50,6 +50,9 @@ _EXPORTS = {
     "MosaicFigure": "widgets",
     "LayerSummary": "widgets",
     "FilterEffect": "widgets",
+    "TrainingMonitor": "widgets",
+    "fit_in_background": "widgets",
+    "TrainingState": "training_state",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -208,7 +208,7 @@ class TrainingHistory:
             return (np.asarray(self.steps.get(key, []), dtype=np.int64),
                     np.asarray(self.values.get(key, []), dtype=np.float64))
 
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
         with self._lock:
             return list(self.values)
 

@@ -6,6 +6,11 @@ against copies taken independently by a plain Keras callback at the same steps.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+import time
+
 import numpy as np
 import pytest
 
@@ -209,3 +214,229 @@ def test_state_at_a_step_is_that_snapshot_and_live_is_the_model(k, picture):
     with pytest.raises(CnnvizError, match=r"no snapshot at step 3; kept: 0, 4; the nearest is 4"):
         state.step = 3
     assert state.step is None
+
+
+# -- the monitor: a Keras callback and a widget ------------------------------------------------------------
+
+
+@pytest.fixture
+def monitor_parts(k, picture):
+    from cnnviz_widgets.widgets import TrainingMonitor
+
+    made = []
+
+    def make(model, **kwargs):
+        kwargs.setdefault("redraw_seconds", 0.0)
+        monitor = TrainingMonitor(model, kwargs.pop("image", picture), **kwargs)
+        made.append(monitor)
+        return monitor
+
+    yield make
+    for monitor in made:
+        monitor.close()
+
+
+def test_monitor_is_a_callback_and_scrubbing_shows_the_kernels_saved_at_each_step(k, monitor_parts):
+    from cnnviz_widgets.widgets import TrainingMonitor
+
+    model = _model(k)
+    monitor = monitor_parts(model, every=3)
+    assert isinstance(monitor, k.callbacks.Callback) and isinstance(monitor, TrainingMonitor)
+    recorder = _KernelRecorder(k, model, ["conv_a", "conv_b"], every=3)
+    x, y = _data()
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[recorder.callback, monitor])
+    assert monitor.steps == sorted(recorder.kernels) == [0, 3, 6, 8]  # 4 batches an epoch; the end at 8
+    assert monitor.errors == []
+    for step in monitor.steps:
+        monitor.step = step
+        assert monitor.state.step == step and monitor.step_slider.value == step
+        for name in ("conv_a", "conv_b"):
+            assert np.array_equal(monitor.state.weights(name)[0], recorder.kernels[step][name])
+        # What the grid drew is this step's kernel: its tooltips carry each filter's min and max.
+        monitor.state.layer = "conv_a"
+        kernel = recorder.kernels[step]["conv_a"][:, :, monitor.state.channel]
+        assert monitor.weight_grid.figure.tooltips[1].startswith(
+            f"filter 1: min {_fmt(kernel[..., 1].min())}, max {_fmt(kernel[..., 1].max())}")
+    assert np.array_equal(monitor.state.weights("conv_b")[0], model.get_layer("conv_b").kernel.numpy())
+    # step 0 beside the step shown
+    first = recorder.kernels[0]["conv_a"][:, :, monitor.state.channel]
+    assert monitor.first_grid.state.step == 0
+    assert monitor.first_grid.figure.tooltips[2].startswith(
+        f"filter 2: min {_fmt(first[..., 2].min())}, max {_fmt(first[..., 2].max())}")
+    monitor.step_slider.value = 3  # the slider drives the state
+    assert monitor.step == 3 and np.array_equal(monitor.state.weights("conv_a")[0], recorder.kernels[3]["conv_a"])
+    monitor.step_slider.value = monitor.step_slider.options[-1][1]  # "live"
+    assert monitor.step is None and monitor.state.step is None
+    with pytest.raises(CnnvizError, match="no snapshot at step 4; kept: 0, 3, 6, 8; the nearest is 3"):
+        monitor.step = 4
+
+
+def _fmt(value):
+    from cnnviz_widgets.widgets._common import format_number
+
+    return format_number(float(value))
+
+
+def test_monitor_logs_metrics_and_validation_per_step(k, monitor_parts):
+    model = _model(k, metrics=("accuracy", k.metrics.SparseTopKCategoricalAccuracy(k=2, name="top2")))
+    monitor = monitor_parts(model, every=2)
+    x, y = _data()
+    result = model.fit(x, y, epochs=3, batch_size=16, verbose=0, validation_data=(x[:32], y[:32]),
+                       callbacks=[monitor])
+    history = monitor.history
+    assert set(history) == {"loss", "accuracy", "top2", "val_loss", "val_accuracy", "val_top2"}
+    assert len(history["loss"]) == 12 and monitor.history_steps["loss"] == list(range(1, 13))
+    assert monitor.history_steps["val_loss"] == [4, 8, 12]
+    # Keras' own epoch logs: the last batch's running mean is the epoch's value, validation as logged.
+    np.testing.assert_allclose([history["loss"][i] for i in (3, 7, 11)], result.history["loss"], rtol=1e-5)
+    np.testing.assert_allclose(history["val_top2"], result.history["val_top2"], rtol=1e-5)
+    lines = monitor.metric_curves.lines
+    assert set(monitor.loss_curves.lines) == {"loss", "val_loss"} and set(lines) >= {"accuracy", "val_top2"}
+    np.testing.assert_allclose(lines["val_accuracy"].y, result.history["val_accuracy"], rtol=1e-5)
+    assert list(lines["val_accuracy"].x) == [4, 8, 12]
+    assert "epoch 3/3" in monitor.header.value and "finished" in monitor.header.value
+    monitor.step = 4
+    assert monitor.loss_curves.rule.visible and list(monitor.loss_curves.rule.x) == [4.0, 4.0]
+
+
+def test_monitor_keeps_within_its_memory_budget_the_first_last_and_evenly_spaced(k, monitor_parts):
+    model = _model(k)
+    size = sum(v.numpy().nbytes for name in ("conv_a", "conv_b") for v in model.get_layer(name).weights)
+    with pytest.raises(CnnvizError, match="cannot hold two snapshots"):
+        monitor_parts(model, memory_budget_mb=1.5 * size / 2**20)
+    monitor = monitor_parts(model, every=1, memory_budget_mb=5 * size / 2**20)
+    recorder = _KernelRecorder(k, model, ["conv_a", "conv_b"], every=1)
+    x, y = _data()
+    model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[recorder.callback, monitor])
+    steps = monitor.steps
+    assert monitor.state.snapshots.nbytes <= 5 * size and len(steps) >= 3
+    assert steps[0] == 0 and steps[-1] == 12
+    assert len(set(np.diff(steps[:-1]).tolist())) == 1  # evenly spaced
+    for step in steps:
+        monitor.step = step
+        assert np.array_equal(monitor.state.weights("conv_b")[0], recorder.kernels[step]["conv_b"])
+    assert [value for _, value in monitor.step_slider.options][:-1] == steps
+
+
+def test_stop_ends_training_cleanly_and_the_model_stays_usable(k, monitor_parts):
+    model = _model(k)
+    monitor = monitor_parts(model, every=2)
+
+    class StopAfterThree(k.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if monitor.seen == 3:
+                monitor.stop()
+
+    x, y = _data()
+    result = model.fit(x, y, epochs=5, batch_size=16, verbose=0, callbacks=[monitor, StopAfterThree()])
+    assert monitor.seen == 3 and len(result.history["loss"]) == 1  # stopped inside the first epoch
+    assert monitor.steps == [0, 2, 3] and not monitor.running and "stopped" in monitor.header.value
+    assert np.array_equal(monitor.state.weights_at(3, "conv_a")[0], model.get_layer("conv_a").kernel.numpy())
+    assert model.predict(x[:4], verbose=0).shape == (4, 3)
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[monitor])  # trains again, steps go on
+    assert monitor.seen == 7 and monitor.steps[-1] == 7 and "finished" in monitor.header.value
+
+
+def test_pause_and_stop_a_fit_in_the_background(k, monitor_parts):
+    from cnnviz_widgets.widgets import fit_in_background
+
+    model = _model(k)
+    monitor = monitor_parts(model, every=5)
+    x, y = _data(256)
+    job = monitor.fit_in_background(x, y, epochs=200, batch_size=16)
+    deadline = time.monotonic() + 30
+    while monitor.seen < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    monitor.paused = True
+    time.sleep(0.3)  # the batch running when pause was pressed ends
+    seen = monitor.seen
+    time.sleep(0.5)
+    assert monitor.seen == seen and not job.done and monitor.running and "paused" in monitor.header.value
+    monitor.pause_button.value = False  # the button resumes
+    while monitor.seen < seen + 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert monitor.seen >= seen + 3
+    monitor.stop_button.click()
+    history = job.wait(timeout=30)
+    assert job.done and job.error is None and len(history.history["loss"]) < 200
+    assert monitor.steps[-1] == monitor.seen and not monitor.running
+    assert model.predict(x[:2], verbose=0).shape == (2, 3)
+    # Without a monitor, errors are kept for wait().
+    broken = fit_in_background(model, x, y[:3])
+    with pytest.raises(ValueError):
+        broken.wait(timeout=30)
+
+
+def test_an_error_inside_a_view_is_shown_there_and_training_goes_on(k, monitor_parts, monkeypatch):
+    model = _model(k)
+    monitor = monitor_parts(model, every=2)
+    grid = monitor.activation_grid
+
+    def broken_draw(shown):
+        raise RuntimeError("the picture broke")
+
+    monkeypatch.setattr(grid, "_draw", broken_draw)
+    weights_drawn = monitor.weight_grid.redraws
+    calls = []
+
+    def broken_curves(*args, **kwargs):
+        calls.append(1)
+        raise ZeroDivisionError("curves broke")
+
+    monkeypatch.setattr(monitor.metric_curves, "update", broken_curves)
+    x, y = _data()
+    result = model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[monitor])
+    assert len(result.history["loss"]) == 2 and monitor.seen == 8  # trained to the end
+    assert "RuntimeError: the picture broke" in grid.message.value and grid.error
+    assert monitor.weight_grid.redraws > weights_drawn and not monitor.weight_grid.error  # the others go on
+    assert calls and any("curves broke" in e for e in monitor.errors) and "curves broke" in monitor.error_box.value
+    monkeypatch.undo()
+    monitor.step = 2  # drawing works again once the view does
+    assert grid.error == "" and "broke" not in grid.message.value
+
+
+def test_an_error_in_the_callback_itself_never_ends_training(k, monitor_parts):
+    model, other = _model(k), _model(k, seed=1)
+    monitor = monitor_parts(model)
+    x, y = _data()
+    result = other.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[monitor])
+    assert len(result.history["loss"]) == 2
+    assert any("this monitor watches 'trainee'" in e for e in monitor.errors) and monitor.steps == []
+
+
+def test_monitor_under_mirrored_strategy_on_two_cpu_replicas(tmp_path):
+    """tf.distribute: two logical CPUs (set before TensorFlow starts, hence a fresh process)."""
+    script = tmp_path / "mirrored.py"
+    script.write_text(textwrap.dedent("""
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import keras
+        from cnnviz_widgets.widgets import TrainingMonitor
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Conv2D(4, 3, name="conv_a"),
+                                      keras.layers.BatchNormalization(name="norm"), keras.layers.ReLU(),
+                                      keras.layers.Conv2D(6, 3, name="conv_b"), keras.layers.Flatten(),
+                                      keras.layers.Dense(3, activation="softmax")])
+            model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        monitor = TrainingMonitor(model, np.zeros((16, 16, 3), np.uint8), every=2, redraw_seconds=0)
+        first = model.get_layer("conv_b").kernel.numpy().copy()
+        x = np.random.default_rng(0).random((64, 16, 16, 1)).astype("float32") * 255
+        y = np.arange(64) % 3
+        model.fit(x, y, epochs=2, batch_size=16, verbose=0, validation_data=(x[:16], y[:16]), callbacks=[monitor])
+        monitor.step = 0
+        assert np.array_equal(monitor.state.weights("conv_b")[0], first)
+        monitor.step = monitor.steps[-1]
+        assert np.array_equal(monitor.state.weights("conv_b")[0], model.get_layer("conv_b").kernel.numpy())
+        maps = monitor.state.activation("conv_b")
+        probe = keras.Model(model.inputs, model.get_layer("conv_b").output)
+        np.testing.assert_allclose(maps, probe.predict(monitor.state.model_input.array[None], verbose=0)[0],
+                                   rtol=1e-4, atol=1e-4)
+        print(strategy.num_replicas_in_sync, monitor.steps, sorted(monitor.history), monitor.errors)
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split("\n")[-2] == (
+        "2 [0, 2, 4, 6, 8] ['accuracy', 'loss', 'val_accuracy', 'val_loss'] []")

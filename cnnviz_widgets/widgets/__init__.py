@@ -17,4 +17,14 @@ from .stats import ChannelStats
 from .summary import LayerSummary
 
 __all__ = ["ActivationGrid", "ChannelStats", "ClassActivationMap", "CompareImages", "ConvolutionAtPixel", "Explorer",
-           "FilterEffect", "LayerSummary", "MosaicFigure", "Predictions", "WeightGrid"]
+           "FilterEffect", "LayerSummary", "MosaicFigure", "Predictions", "TrainingMonitor", "WeightGrid",
+           "fit_in_background"]
+
+
+def __getattr__(name: str):
+    # The training monitor is a keras Callback: importing it loads Keras, so it is imported when asked for.
+    if name in ("TrainingMonitor", "BackgroundFit", "fit_in_background"):
+        from . import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
