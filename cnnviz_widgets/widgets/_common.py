@@ -2,20 +2,48 @@
 
 from __future__ import annotations
 
+import functools
+import html
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets
 import traitlets
 
+from ..errors import CnnvizError
 from ..state import ModelState
+
+_log = logging.getLogger("cnnviz_widgets")
+_PROBLEM_CHARS = 300  # a reason is one sentence: a longer message (a Keras dump) is cut
 
 
 class View(ipywidgets.VBox):
     """A view that can be hidden: while `active` is False (a background tab) state changes are not drawn,
-    and `redraw()` catches up when it is made active again."""
+    and `redraw()` catches up when it is made active again.
+
+    A view never raises out of a control change: `redraw` and every ``_on_*`` handler of a subclass are
+    guarded. What fails is shown inside the view, in one sentence (`problem`), in place of its picture;
+    the next update that draws takes it away. A library error (`CnnvizError`) is the reason itself; any
+    other exception is a bug, logged with its traceback on the ``cnnviz_widgets`` logger.
+    """
 
     active = traitlets.Bool(True, help="False while the view is hidden (e.g. a background tab): state changes "
                                        "are not drawn until it is active again.")
+    problem = traitlets.Unicode("", help="Why the view shows no picture after its last update (the sentence shown "
+                                         "in it); empty when it drew.")
+    failure = traitlets.Unicode("", help="Like `problem`, but only for an unexpected error (a bug): empty when the "
+                                         "last update drew or was refused with the library's own explanation.")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, value in list(vars(cls).items()):
+            if name != "redraw" and not name.startswith("_on_"):
+                continue
+            if isinstance(value, traitlets.EventHandler):  # @observe: guard the function it holds
+                value.func = _guarded(value.func)
+            elif callable(value) and not isinstance(value, (staticmethod, classmethod, type)):
+                setattr(cls, name, _guarded(value))
 
     def redraw(self) -> None:
         raise NotImplementedError
@@ -24,6 +52,92 @@ class View(ipywidgets.VBox):
     def _on_active_change(self, change: traitlets.Bunch) -> None:
         if change["new"]:
             self.redraw()  # catch up with whatever changed while hidden
+
+    # -- problems shown inside the view ----------------------------------------------------------------
+
+    def show_problem(self, error: BaseException | str) -> None:
+        """Put the view's picture away and say in one sentence why there is none."""
+        if isinstance(error, (str, CnnvizError)):
+            text, failure = str(error), ""
+        else:
+            layer = getattr(getattr(self, "state", None), "layer", "")
+            where = f" for {layer}" if layer else ""
+            text = f"{type(self).__name__} cannot be drawn{where}: {type(error).__name__}: {error}"
+            failure = text
+        text = " ".join(text.split())  # one line
+        if len(text) > _PROBLEM_CHARS:
+            text = text[: _PROBLEM_CHARS - 1].rstrip() + "…"
+        message = self._problem_line()
+        message.value = f'<span style="color: #a33">{html.escape(text)}</span>'
+        self._problem_html = message.value
+        controls = getattr(self, "controls", None)
+        for child in tuple(self.children):
+            if child is not message and child is not controls:
+                show_child(self, child, False)
+                self._hidden_by_problem.append(child)
+        self.failure = failure
+        self.problem = text
+
+    def _problem_line(self) -> ipywidgets.HTML:
+        message = getattr(self, "message", None)
+        if not isinstance(message, ipywidgets.HTML):  # a view without a message line gets one, on top
+            message = ipywidgets.HTML("")
+            message.add_class("cnnviz-view-message")
+            self.message = message
+            order = self.__dict__.get("_cnnviz_child_order")
+            if order is not None:
+                self.__dict__["_cnnviz_child_order"] = (message, *order)
+            self.children = (message, *self.children)
+        return message
+
+    def _problem_solved(self) -> None:
+        """Bring back what `show_problem` put away and clear its sentence."""
+        for child in self._hidden_by_problem:
+            show_child(self, child, True)
+        self._hidden_by_problem.clear()
+        message = getattr(self, "message", None)
+        if message is not None and message.value == getattr(self, "_problem_html", None):
+            message.value = ""
+        self.problem = self.failure = ""
+
+    @property
+    def _hidden_by_problem(self) -> list:
+        return self.__dict__.setdefault("_cnnviz_hidden_by_problem", [])
+
+
+def _guarded(method: Callable) -> Callable:
+    """`method` of a View, showing its errors inside the view instead of raising them (outermost call only)."""
+    if getattr(method, "_cnnviz_guarded", False):
+        return method
+
+    @functools.wraps(method)
+    def guarded(self: View, *args: Any, **kwargs: Any) -> Any:
+        if self.__dict__.get("_cnnviz_in_guard") or "_trait_values" not in self.__dict__:
+            return method(self, *args, **kwargs)  # inside another guarded call, or not built: it decides
+        self.__dict__["_cnnviz_in_guard"] = True
+        try:
+            retry = bool(self.problem)
+            if retry:  # take the problem away first: the update below decides what the view shows
+                self._problem_solved()
+            result = method(self, *args, **kwargs)
+            if retry and method.__name__ != "redraw":
+                self.redraw()  # whatever the handler did, the picture must come back (or the problem again)
+            return result
+        except Exception as error:  # shown in the view: a control change must never raise
+            if not isinstance(error, CnnvizError):
+                _log.error("%s failed in %s", type(self).__name__, method.__name__, exc_info=error)
+            if "_drawn_key" in self.__dict__:
+                self._drawn_key = None  # the next update draws afresh rather than trusting a half-drawn picture
+            try:
+                self.show_problem(error)
+            except Exception:  # a view too broken to show its problem must not raise either
+                _log.exception("%s could not show its problem", type(self).__name__)
+            return None
+        finally:
+            self.__dict__["_cnnviz_in_guard"] = False
+
+    guarded._cnnviz_guarded = True  # type: ignore[attr-defined]
+    return guarded
 
 
 def as_state(state_or_model: Any) -> ModelState:
