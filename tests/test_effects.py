@@ -156,6 +156,63 @@ def test_breakdown_in_chunks_equals_one_pass(rng, monkeypatch):
     np.testing.assert_allclose(chunked.contribution, whole.contribution, rtol=1e-6)
 
 
+def _full_ranking(previous, kernel, f, geometry):
+    """Every channel's mean |partial sum| and the full order, the slow way: one partial map per channel."""
+    parts = channel_contributions(previous, kernel, f, backend="numpy", **geometry)
+    values = np.abs(parts.astype(np.float64)).mean(axis=(0, 1))
+    return values, tuple(int(c) for c in np.argsort(-values, kind="stable")), parts.astype(np.float64).sum(axis=2)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: f"{g['kernel']}-s{g['strides']}-{g['padding']}-"
+                                                              f"d{g['dilation_rate']}")
+def test_pruned_ranking_equals_computing_every_channel(rng, geometry):
+    g = dict(strides=geometry["strides"], padding=geometry["padding"], dilation=geometry["dilation_rate"])
+    n = 24
+    previous = rng.standard_normal((*geometry["size"], n)).astype(np.float32)
+    previous[..., 3] = 0  # a dead channel: ranks by index among the zeros
+    previous[..., 5:8] = np.maximum(previous[..., 5:8], 0)  # some ReLU-like ones
+    kernel = rng.standard_normal((*geometry["kernel"], n, 3)).astype(np.float32)
+    kernel[..., 9, :] *= 20  # one strong channel, one silent
+    kernel[..., 11, :] = 0
+    for f in range(3):
+        values, order, total = _full_ranking(previous, kernel, f, g)
+        for k in (1, 3, n):
+            b = break_down_filter(previous, kernel, np.zeros(3), f, top_k=k, **g)
+            assert b.channels == order[:k] and b.shown_rank == tuple(range(1, k + 1))
+            np.testing.assert_allclose(b.shown_contribution, values[list(b.channels)], rtol=1e-5)
+            _assert_same_map(b.pre_activation, total)
+            assert b.ranking == order  # the full order, computed when asked for
+            np.testing.assert_allclose(b.contribution, values, rtol=1e-5)
+        picked = [11, 3, 9, 0]
+        b = break_down_filter(previous, kernel, np.zeros(3), f, channels=picked, **g)
+        assert b.shown_rank == tuple(order.index(c) + 1 for c in picked)
+        np.testing.assert_allclose(b.shown_contribution, values[picked], rtol=1e-5)
+
+
+def test_ranking_computes_only_the_channels_it_needs(rng, monkeypatch):
+    from cnnviz_widgets import effects
+
+    previous = np.abs(rng.standard_normal((32, 32, 64))).astype(np.float32)  # ReLU output: non-negative
+    kernel = rng.standard_normal((3, 3, 64, 1)).astype(np.float32)
+    kernel[:, :, 40:44, 0] *= 30  # four channels dominate
+    computed = []
+    original = effects._partials_first
+
+    def counting(stack, taps, geometry):
+        computed.append(stack.shape[0])
+        return original(stack, taps, geometry)
+
+    monkeypatch.setattr(effects, "_partials_first", counting)
+    b = break_down_filter(previous, kernel, 0.0, 0, top_k=3)
+    assert set(b.channels) <= {40, 41, 42, 43} and 3 <= sum(computed) < 16  # of 64
+    order = _full_ranking(previous, kernel, 0, dict(strides=1, padding="same", dilation=1))[1]
+    assert b.channels == order[:3]
+    # a second array with the same shape gets its own box sums (they are kept by array identity)
+    other = previous[:, :, ::-1].copy()
+    b2 = break_down_filter(other, kernel, 0.0, 0, top_k=3)
+    assert b2.channels == _full_ranking(other, kernel, 0, dict(strides=1, padding="same", dilation=1))[1][:3]
+
+
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_activations_match_keras(k, name):
     x = np.linspace(-8, 8, 161, dtype=np.float32).reshape(7, 23)

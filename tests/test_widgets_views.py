@@ -150,7 +150,7 @@ def test_filter_effect_channel_chooser(vgg_state):
     assert len(view.result_figure.mosaic.indices) == 3  # the 61 channels not shown get a tile of their own
     assert view.result_figure.tooltips[0].startswith("the other 61 channels together")
     np.testing.assert_allclose(view.result_maps(b)[0][..., 0], b.rest)
-    assert f"{b.shown_share:.0%} of the summed |partial sums|" in view.heading.value
+    assert "Their ranks among the 64 by mean |partial sum|: 1, 2, 3; the other 61" in view.heading.value
 
     view.top_k.value = 5
     assert view.breakdown.channels == b.ranking[:5] and len(view.kernels_figure.mosaic.indices) == 5

@@ -141,9 +141,9 @@ class FilterEffect(View):
 
         mosaic, ranges = render.render_mosaic(b.previous_maps, s.normalization, s.colormap, max_side=MAP_SIDE, cols=k)
         tips = [f"channel {c} · {label} · values {format_number(lo)}..{format_number(hi)} · "
-                f"rank {b.ranking.index(c) + 1} of "
-                f"{b.n_channels} (mean |partial| {format_number(b.contribution[c])})"
-                for c, label, (lo, hi) in zip(cols, b.channel_labels, ranges, strict=True)]
+                f"rank {rank} of {b.n_channels} (mean |partial| {format_number(value)})"
+                for c, label, (lo, hi), rank, value in zip(cols, b.channel_labels, ranges, b.shown_rank,
+                                                           b.shown_contribution, strict=True)]
         what = ("the fed image's channels" if b.previous_layer == s.input_layer
                 else f"{b.previous_layer}'s output channels")
         title = (f"1 · input: {what} {', '.join(map(str, cols))} ({'; '.join(b.channel_labels)}) · "
@@ -166,7 +166,7 @@ class FilterEffect(View):
 
         mosaic, ranges = render.render_mosaic(b.partials, "symmetric", SIGNED_CMAP, max_side=MAP_SIDE, cols=k)
         tips = [f"channel {c} ⋆ its kernel slice: {format_number(b.partials[..., i].min())}.."
-                f"{format_number(b.partials[..., i].max())}, mean |·| {format_number(b.contribution[c])}"
+                f"{format_number(b.partials[..., i].max())}, mean |·| {format_number(b.shown_contribution[i])}"
                 for i, c in enumerate(cols)]
         title = ("3 · each channel cross-correlated with its slice (its partial sum) · symmetric over these maps, "
                  "shared range")
@@ -201,7 +201,9 @@ class FilterEffect(View):
         shown = len(b.channels)
         how = ("the top contributors, ranked by mean |partial sum|" if self.mode.value == "top"
                else "the channels picked")
-        share = (f"The {shown} channels shown carry {b.shown_share:.0%} of the summed |partial sums|; the other "
+        # Ranks, not a share of the total: a share needs every channel's partial sum, which a step skips.
+        ranks = ", ".join(map(str, b.shown_rank))
+        share = (f"Their ranks among the {b.n_channels} by mean |partial sum|: {ranks}; the other "
                  f"{b.n_channels - shown} add the rest (row 4)." if shown < b.n_channels
                  else "All input channels are shown.")
         note = f"<br><small>{html.escape(b.note)}</small>" if b.note else ""
