@@ -31,10 +31,17 @@ def input_key(x: np.ndarray) -> str:
 class ActivationExtractor:
     """Outputs of `layers` of a `ModelGraph` for one input, from a single forward pass.
 
-    Results are kept per input (least recently used evicted first) while their total size stays within
-    `budget_bytes`; an input whose outputs alone exceed the budget keeps what fits, in network order
-    after the layer asked for, and recomputes the rest when asked.
+    Results are kept per input while their total size stays within `budget_bytes`. The newest input keeps
+    every layer; older inputs first lose the layers nobody asked for (least recently used input first), and
+    only then whole inputs, so going back to a recent image shows the layers that were on screen without
+    running the network again. An input whose outputs alone exceed the budget keeps what fits, in network
+    order after the layer asked for, and recomputes the rest when asked.
     """
+
+    POLICIES = ("layers", "images")
+    policy = "layers"
+    """"layers": evict older inputs' unasked layers before whole inputs; "images": whole inputs only (the
+    behaviour before; benchmarks compare the two)."""
 
     def __init__(self, graph: ModelGraph, layers: Sequence[str], budget_bytes: int = DEFAULT_BUDGET_BYTES):
         self.graph = graph
@@ -45,6 +52,7 @@ class ActivationExtractor:
         self.forward_passes = 0
         self.last_forward_seconds = 0.0
         self._cache: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
+        self._asked: dict[str, set[str]] = {}  # per input: the layers asked for (what a view showed)
         outputs = [graph.nodes[name].tensor for name in self.layers]
         self._model = keras().Model(graph.input_tensor, outputs, name="cnnviz_extractor")
 
@@ -88,7 +96,12 @@ class ActivationExtractor:
         if entry is None or layer not in entry:
             entry = self._run(x, key, wanted=layer)
         self._cache.move_to_end(key)
+        self._asked.setdefault(key, set()).add(layer)
         return entry[layer]
+
+    def cached_layers(self, key: str) -> tuple[str, ...]:
+        """The layers held for the input with cache key `key` (empty if none)."""
+        return tuple(self._cache.get(key, ()))
 
     def _run(self, x: np.ndarray, key: str, wanted: str) -> dict[str, np.ndarray]:
         import tensorflow as tf  # loaded with Keras already; its errors are what a bad input size raises
@@ -117,10 +130,20 @@ class ActivationExtractor:
         return kept
 
     def _evict(self, room_for: int) -> None:
+        """Make room for `room_for` bytes of a new entry: older inputs' unasked layers first, then whole inputs."""
         total = self.cached_bytes
+        if self.policy == "layers":
+            for key, entry in self._cache.items():  # least recently used input first
+                asked = self._asked.get(key, set())
+                for name in [n for n in entry if n not in asked]:
+                    if total + room_for <= self.budget_bytes:
+                        return
+                    total -= entry.pop(name).nbytes
         while self._cache and total + room_for > self.budget_bytes:
-            _, dropped = self._cache.popitem(last=False)
+            key, dropped = self._cache.popitem(last=False)
+            self._asked.pop(key, None)
             total -= sum(a.nbytes for a in dropped.values())
 
     def clear(self) -> None:
         self._cache.clear()
+        self._asked.clear()

@@ -64,6 +64,7 @@ def test_cache_evicts_oldest_within_budget(tiny_model, rng):
     probe.get(x, "conv_a")
     one_image = probe.cached_bytes
     extractor = ActivationExtractor(graph, names, budget_bytes=int(2.5 * one_image))
+    extractor.policy = "images"  # whole inputs only
     inputs = [x + i for i in range(4)]
     for xi in inputs:
         extractor.get(xi, "conv_a")
@@ -93,3 +94,50 @@ def test_input_key_distinguishes_shape_and_values():
     b = a.copy()
     b[0, 0, 0] = 1
     assert input_key(a) != input_key(b)
+
+
+def test_recent_images_keep_the_layers_shown_and_revisits_run_nothing(tiny_model, rng):
+    graph = ModelGraph(tiny_model)
+    names = graph.visualisable()
+    probe = ActivationExtractor(graph, names)
+    x = rng.normal(size=(16, 16, 3)).astype(np.float32)
+    probe.get(x, "conv_a")
+    one_image = probe.cached_bytes
+    conv_a_bytes = probe.get(x, "conv_a").nbytes
+    extractor = ActivationExtractor(graph, names, budget_bytes=int(1.5 * one_image))  # 1½ images' worth
+    inputs = [x + i for i in range(5)]
+    for xi in inputs:  # a user stepping through five images on conv_a
+        extractor.get(xi, "conv_a")
+        assert extractor.cached_bytes <= extractor.budget_bytes
+    assert extractor.forward_passes == 5
+    # the newest keeps every layer; the older ones the layer that was shown, as long as it fits
+    keys = [input_key(xi) for xi in inputs]
+    assert set(extractor.cached_layers(keys[-1])) == set(extractor.layers)
+    kept = [k for k in keys[:-1] if extractor.cached_layers(k) == ("conv_a",)]
+    assert len(kept) == min(4, int((1.5 * one_image - one_image) // conv_a_bytes)) >= 1
+    for xi in [inputs[-1]] + [inputs[keys.index(k)] for k in kept]:  # going back runs nothing
+        np.testing.assert_array_equal(extractor.get(xi, "conv_a"), probe._model(xi[np.newaxis])[1][0])
+    assert extractor.forward_passes == 5
+    extractor.get(inputs[keys.index(kept[0])], "conv_b")  # another layer of an older image: one pass
+    assert extractor.forward_passes == 6 and extractor.cached_bytes <= extractor.budget_bytes
+
+
+def test_state_revisits_of_the_last_three_images_cost_no_forward_pass(vgg16_bsds):
+    from cnnviz_widgets import sample_image
+
+    probe = ModelState(vgg16_bsds, image="astronaut", max_side=96)
+    probe.activation()
+    one_image = probe.extractor.cached_bytes  # every extracted layer of one image
+    # two images' worth, as the default budget at 512×512; the old policy held two images, not three
+    state = ModelState(vgg16_bsds, image="astronaut", max_side=96, cache_budget_mb=2.05 * one_image / 2**20)
+    pictures = [np.roll(sample_image("astronaut"), 40 * i, axis=1) for i in range(3)]
+    state.layer = "block1_conv2"
+    for picture in pictures:
+        state.set_image(picture)
+        state.activation(), state.activation("block1_conv1")  # what the grid and the filter effect show
+    assert 3 * one_image > state.extractor.budget_bytes >= state.extractor.cached_bytes
+    passes = state.forward_passes
+    for picture in pictures[:2] + pictures:
+        state.set_image(picture)
+        state.activation(), state.activation("block1_conv1")
+    assert state.forward_passes == passes
