@@ -439,7 +439,8 @@ class ModelGraph:
         sources = [name for _, name in inbound]
         if isinstance(layer, keras().Model):
             return self._trace(layer, tensors, sources, f"{prefix}{layer.name}/")
-        out = layer(tensors[0] if len(tensors) == 1 else tensors) if args is None else layer(*args, **(kwargs or {}))
+        run = _depthwise_stand_in(layer) or layer
+        out = run(tensors[0] if len(tensors) == 1 else tensors) if args is None else run(*args, **(kwargs or {}))
         outs = list(out) if isinstance(out, (list, tuple)) else [out]
         # a raw op has no weights (and no count_params); an unbuilt layer has none yet
         params = int(layer.count_params()) if getattr(layer, "built", False) and hasattr(layer, "count_params") else 0
@@ -505,6 +506,39 @@ def _substitute(item: Any, produced: dict) -> Any:
     if isinstance(item, (list, tuple)):
         return type(item)(_substitute(value, produced) for value in item)
     return item
+
+
+def _depthwise_stand_in(layer: Any) -> Any:
+    """A layer computing `layer`'s output as a depthwise convolution, for a Conv2D with one group per input channel
+    (ConvNeXt's "depthwise" convs), else None.
+
+    TensorFlow runs grouped convolutions on the CPU through XLA, whose gradient of them is slow: a Grad-CAM step
+    on ConvNeXtTiny took 3-20 s. The same map as a depthwise convolution takes milliseconds. It reads the
+    layer's own variables when called, so weights changed later (training) are used.
+    """
+    if layer.__class__.__name__ != "Conv2D" or int(getattr(layer, "groups", 1) or 1) == 1:
+        return None
+    kernel_shape = tuple(layer.kernel.shape)  # (kh, kw, c_in / groups, filters)
+    if kernel_shape[2] != 1 or getattr(layer, "data_format", "channels_last") != "channels_last":
+        return None
+    k = keras()
+
+    class _GroupedAsDepthwise(k.layers.Layer):
+        def call(self, inputs: Any) -> Any:
+            kh, kw, _, filters = kernel_shape
+            groups = int(layer.groups)
+            # (kh, kw, 1, groups*m) and (kh, kw, groups, m) hold the same numbers in the same order
+            kernel = k.ops.reshape(layer.kernel, (kh, kw, groups, filters // groups))
+            out = k.ops.depthwise_conv(inputs, kernel, strides=layer.strides, padding=layer.padding,
+                                       data_format="channels_last", dilation_rate=layer.dilation_rate)
+            if layer.use_bias:
+                out = out + layer.bias
+            return layer.activation(out)
+
+        def compute_output_shape(self, input_shape: Any) -> Any:
+            return layer.compute_output_shape(input_shape)
+
+    return _GroupedAsDepthwise(name=f"{layer.name}_as_depthwise")
 
 
 def _combine_separable(depthwise: np.ndarray, pointwise: np.ndarray) -> np.ndarray:
