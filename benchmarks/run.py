@@ -698,7 +698,7 @@ def bench_browser(quick: bool = False) -> list[Row]:
 
 # ------------------------------------------------------------------------------------------------ main
 
-GROUPS = ("import", "forward", "widgets", "scaling", "limit", "memory", "browser")
+GROUPS = ("import", "forward", "widgets", "scaling", "limit", "memory", "browser", "training")
 
 
 def machine() -> dict[str, Any]:
@@ -755,6 +755,11 @@ def run(groups: Sequence[str] = GROUPS, quick: bool = False, model: Any = None,
             rows += bench_memory("vgg16" if model is None else "tiny")
         elif group == "browser":
             rows += bench_browser(quick=quick)
+        elif group == "training":  # its own module (benchmarks/training.py)
+            sys.path.insert(0, str(HERE))
+            import training
+
+            rows += [Row(**row) for row in training.bench_training(quick=quick)]
         seconds[group] = time.perf_counter() - t0
     return dict(machine=machine(), load_average_before=load_before, load_average_after=os.getloadavg(),
                 seconds=seconds, elapsed_s=time.perf_counter() - started, quick=quick,
