@@ -9,7 +9,10 @@ its probability, or, for a model without a classifier (the offline VGG16 conv we
 of one channel of a layer: "what in the picture drives this filter".
 
 Gradients are taken with `tf.GradientTape` through the model's own layers (the `ModelGraph`), so nothing is
-copied. TensorFlow is imported inside functions, after `_keras.keras()`; no widgets here.
+copied. Given the activation cache (`activations`), only the layers that matter run: Grad-CAM on layer E of
+a score computed at layer L starts from E's cached maps and runs E → L; a filter target on a Conv2D layer
+computes that one filter, not the whole layer; predictions continue from the deepest cached layer instead of
+running the network again. TensorFlow is imported inside functions, after `_keras.keras()`; no widgets here.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import functools
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -290,18 +293,28 @@ class Explainer:
     class_names
         One name per class of the model's output; default ImageNet's for 1000 classes, else "class i".
 
+    activations
+        (x, key, layer) -> that layer's (H, W, C) output for the input, or None where it is not at hand: the
+        activation cache (`ModelState` passes its extractor). Without it every gradient runs from the input.
+
     Inputs `x` are prepared model inputs (H, W, C) float32, as `inputs.prepare_input` makes them; `key`
     (e.g. `activations.input_key(x)`) lets results be reused for the same input.
     """
 
-    def __init__(self, graph: ModelGraph, class_names: Sequence[str] | None = None):
+    def __init__(self, graph: ModelGraph, class_names: Sequence[str] | None = None,
+                 activations: Callable[[np.ndarray, str | None, str], np.ndarray | None] | None = None):
         self.graph = graph
+        self.activations = activations
+        self.reuse = activations is not None  # False: the whole network every time (benchmarks compare)
+        self._between: dict[tuple, Any] = {}
+        self._prediction_start: str | bool | None = False  # False: not looked for yet; None: none works
         self._class_names = None if class_names is None else tuple(class_names)
         self._classifier: Classifier | ModelError | None = None
         self._models: dict[tuple, Any] = {}
         self._outputs: OrderedDict[str, np.ndarray] = OrderedDict()
         self._results: OrderedDict[tuple, Explanation] = OrderedDict()
-        self.forward_passes = 0
+        self.forward_passes = 0  # the whole model run from the input
+        self.partial_passes = 0  # the model run on from a cached layer to its output
         self.gradient_passes = 0
         self.last_seconds = 0.0
 
@@ -341,15 +354,52 @@ class Explainer:
         key = key or _key(x)
         if key not in self._outputs:
             start = time.perf_counter()
-            out = self.graph.model(x[np.newaxis], training=False)
-            out = out[0] if isinstance(out, (list, tuple)) else out
-            self.forward_passes += 1
+            out = self._outputs_from_cache(x, key)
+            if out is None:
+                out = self.graph.model(x[np.newaxis], training=False)
+                out = out[0] if isinstance(out, (list, tuple)) else out
+                self.forward_passes += 1
             self.last_seconds = time.perf_counter() - start
             self._outputs[key] = np.asarray(out, dtype=np.float32)[0]
             while len(self._outputs) > 4:
                 self._outputs.popitem(last=False)
         self._outputs.move_to_end(key)
         return self._outputs[key]
+
+    def _outputs_from_cache(self, x: np.ndarray, key: str) -> Any:
+        """The model's output computed on from the deepest cached layer that alone determines it, or None."""
+        if not self.reuse:
+            return None
+        output = _output_node(self.graph).name
+        if self._prediction_start is False:
+            self._prediction_start = None
+            for node in reversed(list(self.graph.nodes.values())):  # deepest first
+                if node.is_map and node.name != output and self._model_between(node.name, output) is not None:
+                    self._prediction_start = node.name
+                    break
+        start = self._prediction_start
+        if not isinstance(start, str):
+            return None
+        maps = self.activations(x, key, start) if self.activations is not None else None
+        if maps is None:
+            return None
+        self.partial_passes += 1
+        return self._model_between(start, output)(maps[np.newaxis], training=False)
+
+    def _model_between(self, start: str | None, end: str) -> Any:
+        """A Keras model from `start`'s output (None: the model input) to `end`'s output, built once; None
+        where `end` needs more than `start` (a skip connection from before it) or `start` is `end`."""
+        key = (start, end)
+        if key not in self._between:
+            first = self.graph.input_tensor if start is None else self.graph.node(start).tensor
+            model = None
+            if start != end:
+                try:
+                    model = keras().Model(first, self.graph.node(end).tensor, name="cnnviz_between")
+                except (ValueError, KeyError, TypeError):  # Keras: "graph disconnected"
+                    model = None
+            self._between[key] = model
+        return self._between[key]
 
     def probabilities(self, outputs: np.ndarray) -> np.ndarray:
         """(n_classes,) float64 probabilities from the model's outputs (see `Classifier.probability_words`)."""
@@ -431,7 +481,7 @@ class Explainer:
         if cache_key in self._results:
             self._results.move_to_end(cache_key)
             return self._results[cache_key]
-        maps, grads, value = self._gradients(x, target, score, node.name)
+        maps, grads, value = self._gradients(x, target, score, node.name, key)
         weights = grads.mean(axis=(0, 1))  # one weight per map: its mean gradient (the paper's alpha_k)
         raw = np.maximum(np.tensordot(maps, weights, axes=([2], [0])), 0.0).astype(np.float32)
         note = "" if raw.max() > 0 else (f"all zero: no map of {node.name} raises this score (every weighted sum "
@@ -448,7 +498,7 @@ class Explainer:
         if cache_key in self._results:
             self._results.move_to_end(cache_key)
             return self._results[cache_key]
-        _, grads, value = self._gradients(x, target, score, None)
+        _, grads, value = self._gradients(x, target, score, None, key)
         raw = np.abs(grads).max(axis=2).astype(np.float32)
         note = "" if raw.max() > 0 else "all zero: this score does not change with any input pixel"
         result = Explanation("saliency", target, score, value, self.graph.input_name, raw, _unit(raw, raw.shape),
@@ -501,9 +551,74 @@ class Explainer:
                                               name="cnnviz_gradients")
         return self._models[key]
 
-    def _gradients(self, x: np.ndarray, target: Target, score: str,
-                   layer: str | None) -> tuple[np.ndarray, np.ndarray, float]:
+    def _gradients(self, x: np.ndarray, target: Target, score: str, layer: str | None,
+                   key: str | None = None) -> tuple[np.ndarray, np.ndarray, float]:
         """(maps (h, w, C), d score / d maps (h, w, C), score value); layer None: the input and its gradient."""
+        if self.reuse:
+            found = self._short_gradients(x, target, score, layer, key)
+            if found is not None:
+                return found
+        return self._full_gradients(x, target, score, layer)
+
+    def _score_end(self, target: Target, score: str) -> tuple[str, Callable[[Any], Any]]:
+        """(the layer a score's computation can stop at, what turns that layer's output into the score).
+
+        A filter of a plain Conv2D layer: its input, then that one filter's convolution (1/F of the layer).
+        """
+        source = self._source(target, score)
+        if target.kind != "filter":
+            return source, lambda values: self._score(values, target, score)
+        node = self.graph.node(source)
+        layer = node.layer
+        config = layer.get_config() if node.class_name == "Conv2D" else {}
+        if (not config or config.get("groups", 1) != 1 or config.get("data_format") != "channels_last"
+                or len(node.inputs) != 1):
+            return source, lambda values: self._score(values, target, score)
+        ops, f = keras().ops, target.index
+        kernel = layer.kernel[:, :, :, f : f + 1]
+        bias = layer.bias[f] if layer.use_bias else None
+
+        def one_filter(values: Any) -> Any:
+            out = ops.conv(values, kernel, strides=config["strides"], padding=config["padding"],
+                           dilation_rate=config["dilation_rate"])
+            out = layer.activation(out if bias is None else out + bias)
+            return ops.mean(out[0, ..., 0])
+
+        return node.inputs[0], one_filter
+
+    def _short_gradients(self, x: np.ndarray, target: Target, score: str, layer: str | None,
+                         key: str | None) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """`_gradients` running only the layers between `layer`'s cached maps (or the input) and the score."""
+        import tensorflow as tf
+
+        end, finish = self._score_end(target, score)
+        if layer is None:
+            maps = np.asarray(x, dtype=np.float32)
+        else:
+            cached = self.activations(x, key, layer) if self.activations is not None else None
+            if cached is None:
+                return None
+            maps = cached
+        same = (layer or self.graph.input_name) == end  # the score is computed straight from these maps
+        between = None if same else self._model_between(layer, end)
+        if between is None and not same:
+            return None
+        start = time.perf_counter()
+        fed = tf.constant(maps[np.newaxis])
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(fed)
+            values = fed if between is None else between(fed, training=False)
+            value = finish(values)
+        grads = tape.gradient(value, fed)
+        self.gradient_passes += 1
+        self.last_seconds = time.perf_counter() - start
+        if grads is None:
+            return None  # the full pass says why
+        return maps, np.asarray(grads)[0], float(value)
+
+    def _full_gradients(self, x: np.ndarray, target: Target, score: str,
+                        layer: str | None) -> tuple[np.ndarray, np.ndarray, float]:
+        """The network from its input to the score, maps and score in one pass (no cache needed)."""
         import tensorflow as tf
 
         source = self._source(target, score)

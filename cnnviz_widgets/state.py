@@ -416,8 +416,15 @@ class ModelState(traitlets.HasTraits):
     def explainer(self) -> Explainer:
         """Predictions, Grad-CAM and saliency for this state's model (built on first use)."""
         if self.__dict__.get("_explainer") is None:
-            self._explainer = Explainer(self.graph)
+            self._explainer = Explainer(self.graph, activations=self._cached_activation)
         return self._explainer
+
+    def _cached_activation(self, x: np.ndarray, key: str | None, layer: str) -> np.ndarray | None:
+        """`layer`'s output for the prepared input `x` from the activation cache (one pass per image), or None
+        for a layer the cache does not hold: the explainer then runs from the input."""
+        if layer not in self.extractor.layers:
+            return None
+        return self.extractor.get(x, layer, key=key)
 
     def has_classifier(self) -> bool:
         """True when the model ends in a classifier (output (batch, classes)): predictions can be shown."""
@@ -501,13 +508,13 @@ class ModelState(traitlets.HasTraits):
     def _explaining(self, what: str) -> Iterator[None]:
         """busy while the network runs for an explanation; the status says how long it took."""
         explainer = self.explainer
-        passes = explainer.forward_passes + explainer.gradient_passes
+        passes = explainer.forward_passes + explainer.partial_passes + explainer.gradient_passes
         self.set_trait("busy", True)
         try:
             yield
         finally:
             self.set_trait("busy", False)
-        if explainer.forward_passes + explainer.gradient_passes != passes:
+        if explainer.forward_passes + explainer.partial_passes + explainer.gradient_passes != passes:
             self.set_trait("status", f"{what}: {explainer.last_seconds * 1000:.0f} ms")
 
 

@@ -328,3 +328,65 @@ def test_a_second_image_runs_through_the_same_extractor(tiny_model, rng):
     assert state.forward_passes == passes  # both images' outputs are cached together
     np.testing.assert_array_equal(state.activation_for(other, state.input_layer), other.array)
     assert state.prepare_image("cat").picture.shape == (16, 16, 3)  # fixed-size model: resized
+
+
+# -- from the activation cache: only the layers between, the same gradients -----------------------------
+
+
+def _full(state):
+    """An explainer on the same model that runs the whole network from the input every time."""
+    return Explainer(state.graph)
+
+
+def test_filter_gradients_from_cached_maps_equal_the_full_network(vgg16_bsds):
+    state = ModelState(vgg16_bsds, image="astronaut", max_side=64)
+    x, key = state.model_input.array, state._input_key
+    full = _full(state)
+    for layer, f, on in (("block4_conv1", 5, "block3_conv3"), ("block2_conv1", 17, "block1_conv2"),
+                         ("block1_conv2", 3, "block1_conv1")):
+        target = state.explainer.filter_target(layer, f)
+        passes = state.forward_passes
+        short = state.explainer.grad_cam(x, target, layer=on, key=key)
+        assert state.forward_passes - passes <= 1 and state.explainer.forward_passes == 0
+        reference = full.grad_cam(x, target, layer=on)
+        assert short.score_value == pytest.approx(reference.score_value, rel=1e-5)
+        np.testing.assert_allclose(short.weights, reference.weights, rtol=1e-4,
+                                   atol=1e-6 * float(np.abs(reference.weights).max()))
+        np.testing.assert_allclose(short.raw, reference.raw, rtol=1e-4, atol=1e-5 * float(reference.raw.max()))
+        saliency, reference = state.explainer.saliency(x, target, key=key), full.saliency(x, target)
+        np.testing.assert_allclose(saliency.raw, reference.raw, rtol=1e-4, atol=1e-5 * float(reference.raw.max()))
+    assert state.forward_passes == 1  # every cached layer came from the image's one pass
+
+
+def test_class_gradients_and_predictions_from_the_cache_equal_the_full_network(softmax_model, rng):
+    state = ModelState(softmax_model, image=rng.integers(0, 256, (12, 12, 3), dtype=np.uint8))
+    x, key = state.model_input.array, state._input_key
+    full = _full(state)
+    np.testing.assert_allclose(state.explainer.outputs(x, key), np.asarray(softmax_model(x[None]))[0], rtol=1e-5)
+    assert state.explainer.forward_passes == 0 and state.explainer.partial_passes == 1
+    for index in range(3):
+        target = Target("class", index)
+        for score in ("logit", "probability"):
+            short = state.explainer.grad_cam(x, target, layer="c1", score=score, key=key)
+            reference = full.grad_cam(x, target, layer="c1", score=score)
+            np.testing.assert_allclose(short.weights, reference.weights, rtol=1e-4, atol=1e-7)
+            np.testing.assert_allclose(short.raw, reference.raw, rtol=1e-4, atol=1e-7)
+    assert state.explainer.forward_passes == 0 and state.forward_passes == 1
+
+
+def test_a_skip_connection_falls_back_to_the_whole_network(k, rng):
+    inputs = k.Input((10, 10, 3), name="img")
+    a = k.layers.Conv2D(4, 3, padding="same", activation="relu", name="a")(inputs)
+    b = k.layers.Conv2D(4, 3, padding="same", activation="relu", name="b")(a)
+    c = k.layers.Conv2D(4, 3, padding="same", name="c")(b)
+    d = k.layers.Add(name="skip")([c, a])  # c's output alone does not determine skip
+    model = k.Model(inputs, k.layers.Conv2D(2, 3, padding="same", name="top")(d), name="skipper")
+    state = ModelState(model, image=rng.integers(0, 256, (10, 10, 3), dtype=np.uint8))
+    x, key = state.model_input.array, state._input_key
+    target = state.explainer.filter_target("top", 1)
+    short = state.explainer.grad_cam(x, target, layer="b", key=key)
+    reference = _full(state).grad_cam(x, target, layer="b")
+    np.testing.assert_allclose(short.raw, reference.raw, rtol=1e-4, atol=1e-7)
+    short = state.explainer.grad_cam(x, state.explainer.filter_target("top", 0), layer="c", key=key)
+    np.testing.assert_allclose(short.raw, _full(state).grad_cam(x, Target("filter", 0, "top"), layer="c").raw,
+                               rtol=1e-4, atol=1e-7)
