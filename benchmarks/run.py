@@ -698,7 +698,7 @@ def bench_browser(quick: bool = False) -> list[Row]:
 
 # ------------------------------------------------------------------------------------------------ main
 
-GROUPS = ("import", "forward", "widgets", "scaling", "limit", "memory", "browser", "training")
+GROUPS = ("import", "forward", "widgets", "scaling", "limit", "memory", "browser", "training", "interactive")
 
 
 def machine() -> dict[str, Any]:
@@ -760,6 +760,11 @@ def run(groups: Sequence[str] = GROUPS, quick: bool = False, model: Any = None,
             import training
 
             rows += [Row(**row) for row in training.bench_training(quick=quick)]
+        elif group == "interactive":  # its own module (benchmarks/interactive.py): issue 13's table
+            sys.path.insert(0, str(HERE))
+            import interactive
+
+            rows += [Row(**row) for row in interactive.bench_interactive(model, quick=quick)]
         seconds[group] = time.perf_counter() - t0
     return dict(machine=machine(), load_average_before=load_before, load_average_after=os.getloadavg(),
                 seconds=seconds, elapsed_s=time.perf_counter() - started, quick=quick,
