@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_model": "models",
     "model_info": "models",
+    "architecture": "models",
     "ModelGraph": "models",
     "load_image": "images",
     "sample_image": "images",

@@ -15,10 +15,11 @@ import numpy as np
 
 from ._keras import keras
 from .errors import ImageError, LayerError
+from .memory import DEFAULT_CACHE_BYTES, cache_budget, check_fits
 from .models import ModelGraph
 
-DEFAULT_BUDGET_BYTES = 640 * 2**20
-"""Two images' worth of VGG16 activations at 512×512 (conv, pool and input outputs: about 320 MB each)."""
+DEFAULT_BUDGET_BYTES = DEFAULT_CACHE_BYTES
+"""The cache's size where memory allows; `memory.cache_budget` gives less on a machine short of memory."""
 
 
 def input_key(x: np.ndarray) -> str:
@@ -43,12 +44,17 @@ class ActivationExtractor:
     """"layers": evict older inputs' unasked layers before whole inputs; "images": whole inputs only (the
     behaviour before; benchmarks compare the two)."""
 
-    def __init__(self, graph: ModelGraph, layers: Sequence[str], budget_bytes: int = DEFAULT_BUDGET_BYTES):
+    def __init__(self, graph: ModelGraph, layers: Sequence[str], budget_bytes: int | None = None):
         self.graph = graph
         self.layers = list(dict.fromkeys(layers))
         for name in self.layers:
             graph.node(name)  # unknown names fail here, with the list of valid ones
+        # None: sized from the memory this session has left; `budget_note` says so when that is less.
+        self.budget_note: str | None = None
+        if budget_bytes is None:
+            budget_bytes, self.budget_note = cache_budget()
         self.budget_bytes = int(budget_bytes)
+        self._output_bytes: dict[tuple, int] = {}
         self.forward_passes = 0
         self.last_forward_seconds = 0.0
         self._cache: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
@@ -83,6 +89,18 @@ class ActivationExtractor:
                 low = middle + 1
         return low
 
+    def output_bytes(self, input_shape: tuple[int, ...]) -> int:
+        """Bytes of every extracted output for one input of `input_shape` (H, W, C), from shape inference."""
+        shape = tuple(int(d) for d in input_shape)
+        if shape not in self._output_bytes:
+            try:
+                specs = self._model.compute_output_spec(keras().KerasTensor((1, *shape)))
+            except (ValueError, TypeError):  # a size the model refuses: the forward pass says why
+                return 0
+            specs = specs if isinstance(specs, (list, tuple)) else [specs]
+            self._output_bytes[shape] = int(sum(np.prod(spec.shape[1:], dtype=np.int64) * 4 for spec in specs))
+        return self._output_bytes[shape]
+
     @property
     def cached_bytes(self) -> int:
         return sum(a.nbytes for entry in self._cache.values() for a in entry.values())
@@ -106,6 +124,8 @@ class ActivationExtractor:
     def _run(self, x: np.ndarray, key: str, wanted: str) -> dict[str, np.ndarray]:
         import tensorflow as tf  # loaded with Keras already; its errors are what a bad input size raises
 
+        check_fits(2 * self.output_bytes(x.shape), f"a forward pass on a {x.shape[1]}×{x.shape[0]} input",
+                   "choose a smaller max_side, or a smaller image")
         start = time.perf_counter()
         try:
             outputs = self._model(x[np.newaxis], training=False)

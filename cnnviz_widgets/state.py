@@ -16,7 +16,7 @@ import numpy as np
 import traitlets
 
 from . import images
-from .activations import DEFAULT_BUDGET_BYTES, ActivationExtractor, input_key
+from .activations import ActivationExtractor, input_key
 from .analysis import (
     CHANNEL_ORDERS,
     SLIDING_CONVS,
@@ -64,7 +64,8 @@ class ModelState(traitlets.HasTraits):
     max_side
         Longest side of the input fed to a fully convolutional model (fixed-size models get their own size).
     cache_budget_mb
-        Memory for cached activations of recent images.
+        Memory for cached activations of recent images. Default: 640 MB, or a quarter of the memory this
+        session has left where that is less (a Binder container); `cache_note` then says so.
     """
 
     layer = traitlets.Unicode(help="Name of the current layer (one of `layers`).")
@@ -79,7 +80,7 @@ class ModelState(traitlets.HasTraits):
 
     def __init__(self, model: Any = "vgg16", image: Any = None, *, layer: str | None = None,
                  preprocess: Preprocess | str = "auto", max_side: int = 512,
-                 cache_budget_mb: float = DEFAULT_BUDGET_BYTES / 2**20, **kwargs: Any):
+                 cache_budget_mb: float | None = None, **kwargs: Any):
         if isinstance(model, str):
             model = load_model(model)
         self.model = model
@@ -94,7 +95,8 @@ class ModelState(traitlets.HasTraits):
         extracted = list(self._layers)
         for name in self._layers:  # the layer feeding each conv: its channels are the filter's inputs
             extracted.extend(self.graph.previous_layers(name))
-        self.extractor = ActivationExtractor(self.graph, extracted, int(cache_budget_mb * 2**20))
+        budget = None if cache_budget_mb is None else int(cache_budget_mb * 2**20)
+        self.extractor = ActivationExtractor(self.graph, extracted, budget)
         height, width, _ = self.graph.input_shape
         # A fully convolutional model refuses images its pooling would shrink to nothing: find that size once.
         self._min_side = 1 if height and width else self.extractor.min_input_side()
@@ -117,6 +119,11 @@ class ModelState(traitlets.HasTraits):
     @property
     def input_layer(self) -> str:
         return self.graph.input_name
+
+    @property
+    def cache_note(self) -> str | None:
+        """A sentence for the user where the activation cache was made smaller to fit this session's memory."""
+        return self.extractor.budget_note
 
     def describe(self) -> dict:
         """Model name, weights and input, as words for a header."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import h5py
 import numpy as np
 import pytest
 
+import cnnviz_widgets as cw
 from cnnviz_widgets import ModelState
 from cnnviz_widgets._keras import keras
 
@@ -113,3 +117,35 @@ def vgg_state(vgg_state_shared):
     before = notifier_counts(state)
     yield state
     assert notifier_counts(state) == before, "a view left observers on the shared state"
+
+
+# ------------------------------------------------------------------------- ImageNet-shaped weights file
+
+
+def write_legacy_weights(model, path: Path, seed: int = 0, scale: float = 0.01) -> dict[str, list[np.ndarray]]:
+    """A weights file in the layout of Keras' ImageNet application files (layer_names / weight_names), with
+    seeded random values of the model's shapes; returns what it wrote for the layers with weights."""
+    rng = np.random.default_rng(seed)
+    written: dict[str, list[np.ndarray]] = {}
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [layer.name.encode() for layer in model.layers]
+        for layer in model.layers:
+            group = f.create_group(layer.name)
+            names = [f"{layer.name}_W_{i}:0".encode() for i in range(len(layer.weights))]
+            group.attrs["weight_names"] = names
+            for name, variable in zip(names, layer.weights, strict=True):
+                values = (rng.standard_normal(tuple(variable.shape), dtype=np.float32) * scale)
+                group.create_dataset(name.decode(), data=values)
+                if layer.name in ("block1_conv1", "conv_a", "fc2", "dense_out"):  # kept to compare, not all
+                    written.setdefault(layer.name, []).append(values)
+    return written
+
+
+@pytest.fixture(scope="session")
+def fake_imagenet_home(tmp_path_factory, k) -> Path:
+    """A Keras home whose cache holds files of the ImageNet VGG16 weights' shapes and layout (random values)."""
+    home = tmp_path_factory.mktemp("keras_home")
+    (home / "models").mkdir()
+    write_legacy_weights(cw.architecture("vgg16", include_top=True),
+                         home / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels.h5")
+    return home

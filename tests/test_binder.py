@@ -98,3 +98,45 @@ def test_binder_links_open_a_notebook_that_exists():
         pytest.skip("the README has no Binder badge yet")
     for path in paths:
         assert (ROOT / path).is_file(), f"the Binder link opens {path}, which does not exist"
+
+
+# ------------------------------------------------------------------------------------ memory on Binder
+
+BINDER_PEAK_BYTES = 1.8e9
+"""mybinder.org kills a session past 2 GB; the ImageNet path (the tour, the Explorer) stays under 1.8 GB."""
+
+EXPLORER_ON_THE_CLASSIFIER = [
+    "import cnnviz_widgets as cw\n"
+    "from cnnviz_widgets.widgets import Explorer\n"
+    "model = cw.load_model('vgg16', weights='imagenet')  # the cached file: 138,357,544 parameters\n"
+    "print(cw.model_info(model).weights, f'{model.count_params():,}')",
+    "explorer = Explorer(cw.ModelState(model, image='astronaut'))\nexplorer",
+    # every tab opened in turn, on three images: what a student clicking through does
+    "for image in ('astronaut', 'cat', 'coffee'):\n"
+    "    explorer.state.set_image(image)\n"
+    "    for tab in range(len(explorer.views)):\n"
+    "        explorer.tabs.selected_index = tab\n"
+    "        explorer.state.layer = explorer.state.layers[(tab * 3) % len(explorer.state.layers)]\n"
+    "print('forward passes:', explorer.state.forward_passes, '| status:', explorer.status.value)",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["tour", "explorer"])
+def test_imagenet_path_fits_a_binder_session(case, fake_imagenet_home, tmp_path):
+    """The ImageNet code path, on a cached file of the real file's shapes and layout, in a fresh kernel."""
+    import nbformat
+
+    from tests.notebook_runner import run_notebook
+
+    if case == "tour":
+        nb = nbformat.read(ROOT / "notebooks" / "01_tour.ipynb", as_version=4)
+    else:
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(source) for source in EXPLORER_ON_THE_CLASSIFIER]
+    memory = run_notebook(nb, tmp_path, env={"KERAS_HOME": str(fake_imagenet_home)})
+    text = "".join(out.get("text", "") for cell in nb.cells for out in cell.get("outputs", []))
+    assert "ImageNet" in text  # the ImageNet weights were used, not the offline fallback
+    assert memory.peak_bytes <= BINDER_PEAK_BYTES, (
+        f"{case}: the kernel peaked at {memory.peak_bytes / 1e9:.2f} GB on the ImageNet path "
+        f"(budget {BINDER_PEAK_BYTES / 1e9:.1f} GB)")

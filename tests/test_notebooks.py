@@ -8,21 +8,18 @@ in a real kernel, while a user's own warnings must still show.
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
-from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+from tests.notebook_runner import KernelMemory, run_notebook
+
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
-# A notebook "must execute in well under 2 minutes here on 2 cores"; this is the hard limit per cell.
-CELL_TIMEOUT_S = 120
+NOTEBOOK_PEAK_BYTES = 1.5e9
+"""Binder gives a session 2 GB: every notebook's kernel stays under 1.5 GB at its peak (resident, psutil)."""
 
 # What TensorFlow / Keras print on their own when a library uses them carelessly.
 LOG_NOISE = re.compile("|".join([
@@ -35,23 +32,11 @@ LOG_NOISE = re.compile("|".join([
     r"structure of `inputs` doesn't match",
     r"^[IWEF]\d{4} [\d:.]+\s+\d+ \w+\.cc:\d+\]",  # a glog/absl line: I0000 00:00:1700000000.123 123 port.cc:153]
 ]), re.MULTILINE)
-# Not passed on to the kernel, or the noise checks would pass for the wrong reason:
-# - TF_CPP_MIN_LOG_LEVEL, KERAS_BACKEND: set in this process once Keras is loaded (tests/conftest.py), they
-#   would silence TensorFlow in the kernel on the library's behalf;
-# - PYTEST_CURRENT_TEST: ipykernel sees it and stops forwarding file descriptor 2 into the cell outputs, the
-#   very channel TensorFlow's native start-up lines take.
-_NOT_INHERITED = ("TF_CPP_MIN_LOG_LEVEL", "KERAS_BACKEND", "PYTEST_CURRENT_TEST")
 
 
-def _execute(nb: nbformat.NotebookNode, workdir: Path) -> nbformat.NotebookNode:
-    """Run every cell in a fresh kernel of this interpreter (sys.executable), in `workdir`."""
-    # kernel_dirs=[]: only the native "python3" spec, i.e. this interpreter, whatever kernels a user installed.
-    km = KernelManager(kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[]))
-    assert km.kernel_spec.argv[0] in (sys.executable, "python"), km.kernel_spec.argv  # "python" -> sys.executable
-    env = {name: value for name, value in os.environ.items() if name not in _NOT_INHERITED}
-    client = NotebookClient(nb, km=km, timeout=CELL_TIMEOUT_S, resources={"metadata": {"path": str(workdir)}})
-    client.execute(env=env)
-    return nb
+def _execute(nb: nbformat.NotebookNode, workdir: Path) -> KernelMemory:
+    """Run every cell in a fresh kernel of this interpreter, in `workdir`; the kernel's memory record."""
+    return run_notebook(nb, workdir)
 
 
 def _streams(nb: nbformat.NotebookNode, name: str) -> str:
@@ -82,9 +67,13 @@ def test_notebook_is_committed_without_outputs(path: Path):
 def test_notebook_runs_cleanly(path: Path, tmp_path: Path):
     nb = nbformat.read(path, as_version=4)
     try:
-        _execute(nb, tmp_path)
+        memory = _execute(nb, tmp_path)
     except CellExecutionError as error:
         pytest.fail(f"{path.name} failed:\n{error}", pytrace=False)
+    peak_cell = max(range(len(memory.cell_peaks)), key=memory.cell_peaks.__getitem__)
+    assert memory.peak_bytes <= NOTEBOOK_PEAK_BYTES, (
+        f"{path.name}: the kernel peaked at {memory.peak_bytes / 1e9:.2f} GB (budget "
+        f"{NOTEBOOK_PEAK_BYTES / 1e9:.1f} GB), highest in code cell {peak_cell}")
     errors = [output for cell in nb.cells for output in cell.get("outputs", [])
               if output.get("output_type") == "error"]
     assert not errors

@@ -163,7 +163,11 @@ class Explorer(ipywidgets.VBox):
             self._setting_picker = False
 
     def _on_busy_change(self, _change: traitlets.Bunch | None) -> None:
-        self.status.value = _BUSY_TEXT if self.state.busy else html.escape(self.state.status)
+        if self.state.busy:
+            self.status.value = _BUSY_TEXT
+            return
+        note = self.state.cache_note  # a smaller cache than usual explains why an old image runs again
+        self.status.value = html.escape(" · ".join(text for text in (self.state.status, note) if text))
 
     def _on_tab_change(self, _change: traitlets.Bunch | None) -> None:
         # Grids in background tabs skip their redraws (the activation mosaic costs tens of ms a frame while a
