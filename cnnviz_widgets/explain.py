@@ -593,6 +593,9 @@ class Explainer:
 
         end, finish = self._score_end(target, score)
         if layer is None:
+            found = self._saliency_backwards(x, key, end, finish)
+            if found is not None:
+                return found
             maps = np.asarray(x, dtype=np.float32)
         else:
             cached = self.activations(x, key, layer) if self.activations is not None else None
@@ -615,6 +618,89 @@ class Explainer:
         if grads is None:
             return None  # the full pass says why
         return maps, np.asarray(grads)[0], float(value)
+
+    def _saliency_backwards(self, x: np.ndarray, key: str | None, end: str,
+                            finish: Callable[[Any], Any]) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """d score / d input without a forward pass: the score's gradient at `end` (or at the deepest cached
+        layer before it), then back through the cached layers to the input, each layer's gradient op fed
+        with its cached input and output (the ops a tape would run). None where a layer on the way is not a
+        plain conv or pooling layer, or not cached."""
+        import tensorflow as tf
+
+        start_at = end if self.graph.node(end).is_map else self._deepest_cached_start(end)
+        if start_at is None or self.activations is None:
+            return None
+        chain = self._plain_chain(start_at)
+        if chain is None:
+            return None
+        started = time.perf_counter()
+        outputs = {name: self.activations(x, key, name) for name in chain}
+        if any(value is None for value in outputs.values()):
+            return None
+        outputs[self.graph.input_name] = np.asarray(x, dtype=np.float32)
+        fed = tf.constant(outputs[start_at][np.newaxis])
+        between = None if start_at == end else self._model_between(start_at, end)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(fed)
+            value = finish(fed if between is None else between(fed, training=False))
+        grad = tape.gradient(value, fed)
+        if grad is None:
+            return None
+        for name in chain:  # from start_at down to the layer after the input
+            grad = self._back_through(self.graph.node(name), outputs, grad)
+        self.gradient_passes += 1
+        self.last_seconds = time.perf_counter() - started
+        return outputs[self.graph.input_name], np.asarray(grad)[0], float(value)
+
+    def _deepest_cached_start(self, end: str) -> str | None:
+        """The deepest layer with maps from which `end` is computed alone (a classifier's last pooling)."""
+        for node in reversed(list(self.graph.nodes.values())):
+            if node.is_map and node.name != end and self._model_between(node.name, end) is not None:
+                return node.name
+        return None
+
+    _PLAIN = ("Conv2D", "MaxPooling2D", "AveragePooling2D")
+
+    def _plain_chain(self, start: str) -> list[str] | None:
+        """The layers from `start` down to the input (input excluded), if each is a one-input channels-last
+        Conv2D (linear or ReLU, one group) or 2-D pooling layer; None otherwise."""
+        chain, name = [], start
+        while name != self.graph.input_name:
+            node = self.graph.node(name)
+            if node.class_name not in self._PLAIN or len(node.inputs) != 1:
+                return None
+            config = node.layer.get_config()
+            if config.get("data_format", "channels_last") != "channels_last":
+                return None
+            if node.class_name == "Conv2D" and (config.get("groups", 1) != 1 or _activation_name(node.layer)
+                                                not in ("relu", "linear", "")):
+                return None
+            chain.append(name)
+            name = node.inputs[0]
+        return chain
+
+    @staticmethod
+    def _back_through(node: Any, outputs: dict[str, np.ndarray], grad: Any) -> Any:
+        """d score / d (node's input) from d score / d (node's output), with TensorFlow's own gradient ops."""
+        import tensorflow as tf
+
+        config = node.layer.get_config()
+        out = outputs[node.name][np.newaxis]
+        inp = outputs[node.inputs[0]][np.newaxis]
+        padding = config["padding"].upper()
+        if node.class_name == "Conv2D":
+            if _activation_name(node.layer) == "relu":
+                grad = tf.raw_ops.ReluGrad(gradients=grad, features=out)
+            return tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=inp.shape, filter=tf.convert_to_tensor(node.layer.kernel), out_backprop=grad,
+                strides=[1, *config["strides"], 1], padding=padding,
+                dilations=[1, *config["dilation_rate"], 1])
+        ksize, strides = [1, *config["pool_size"], 1], [1, *config["strides"], 1]
+        if node.class_name == "MaxPooling2D":
+            return tf.raw_ops.MaxPoolGrad(orig_input=inp, orig_output=out, grad=grad, ksize=ksize, strides=strides,
+                                          padding=padding)
+        return tf.raw_ops.AvgPoolGrad(orig_input_shape=inp.shape, grad=grad, ksize=ksize, strides=strides,
+                                      padding=padding)
 
     def _full_gradients(self, x: np.ndarray, target: Target, score: str,
                         layer: str | None) -> tuple[np.ndarray, np.ndarray, float]:

@@ -356,6 +356,7 @@ def test_filter_gradients_from_cached_maps_equal_the_full_network(vgg16_bsds):
         saliency, reference = state.explainer.saliency(x, target, key=key), full.saliency(x, target)
         np.testing.assert_allclose(saliency.raw, reference.raw, rtol=1e-4, atol=1e-5 * float(reference.raw.max()))
     assert state.forward_passes == 1  # every cached layer came from the image's one pass
+    assert not [k for k in state.explainer._between if k[0] is None]  # saliency went back through the cache
 
 
 def test_class_gradients_and_predictions_from_the_cache_equal_the_full_network(softmax_model, rng):
@@ -371,7 +372,13 @@ def test_class_gradients_and_predictions_from_the_cache_equal_the_full_network(s
             reference = full.grad_cam(x, target, layer="c1", score=score)
             np.testing.assert_allclose(short.weights, reference.weights, rtol=1e-4, atol=1e-7)
             np.testing.assert_allclose(short.raw, reference.raw, rtol=1e-4, atol=1e-7)
+            # saliency: back through the cached c2, p1, c1 with TensorFlow's gradient ops, no forward pass
+            short, reference = state.explainer.saliency(x, target, score, key), full.saliency(x, target, score)
+            np.testing.assert_allclose(short.raw, reference.raw, rtol=1e-4, atol=1e-7)
+            assert short.score_value == pytest.approx(reference.score_value, rel=1e-5)
     assert state.explainer.forward_passes == 0 and state.forward_passes == 1
+    assert state.explainer._plain_chain("c2") == ["c2", "p1", "c1"]
+    assert not [k for k in state.explainer._between if k[0] is None]  # nothing ran from the input
 
 
 def test_a_skip_connection_falls_back_to_the_whole_network(k, rng):
