@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test lint bench screenshot clean
+.PHONY: lab test lint bench zoo screenshot clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(STAMP)
 ## speed and memory against the naive approach (prints a table, writes benchmarks/results/latest.json)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+## every keras.applications model (weights=None) opened in the Explorer, each tab walked (writes benchmarks/results/zoo.json)
+zoo: $(STAMP)
+	$(PY) benchmarks/zoo.py
 
 ## refresh docs/explorer.png from the real-browser test
 screenshot: $(STAMP)
