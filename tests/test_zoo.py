@@ -151,7 +151,7 @@ def test_global_pooling_with_keepdims_gives_the_whole_input_in_the_one_value_vie
     view = cw.ConvolutionAtPixel(state)
     try:
         state.layer = "conv_preds"
-        assert view.problem == "" and "whole 16×16 input" in view.field_figure.title.value
+        assert view.problem == "" and "whole 16×16 input (gap mixes all positions)" in view.field_figure.title.value
     finally:
         view.close()
 

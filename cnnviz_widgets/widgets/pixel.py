@@ -205,7 +205,8 @@ class ConvolutionAtPixel(View):
         y0, x0, y1, x1 = box
         full, seen = f"{field.size[0]}×{field.size[1]}", f"{y1 - y0}×{x1 - x0}"
         if field.whole:
-            title = f"receptive field: the whole {width}×{height} input (a layer on the way mixes all positions)"
+            title = (f"receptive field: the whole {width}×{height} input ({field.mixed_by or 'a layer on the way'} "
+                     "mixes all positions)")
         else:
             title = (f"receptive field in the {width}×{height} input: {full} pixels"
                      + ("" if seen == full else f" ({seen} inside the image)"))
