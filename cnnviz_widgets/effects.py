@@ -460,7 +460,12 @@ class _Prepared:
                 return entry
         entry = cls(prev)
         cls._recent[:] = [entry]  # one copy at most: a step looks at one layer's input
+        weakref.finalize(prev, cls._forget, entry)  # the copy goes when the cache drops the activation
         return entry
+
+    @classmethod
+    def _forget(cls, entry: _Prepared) -> None:
+        cls._recent[:] = [e for e in cls._recent if e is not entry]
 
     def box_sums(self, kh: int, kw: int, geometry: dict) -> np.ndarray:
         """(kh, kw, C) float64: for each kernel tap, the sum over the output map of the |input| that tap reads."""

@@ -211,6 +211,10 @@ def test_ranking_computes_only_the_channels_it_needs(rng, monkeypatch):
     other = previous[:, :, ::-1].copy()
     b2 = break_down_filter(other, kernel, 0.0, 0, top_k=3)
     assert b2.channels == _full_ranking(other, kernel, 0, dict(strides=1, padding="same", dilation=1))[1][:3]
+    # the channels-first copy kept for the steps goes with the array it was made from
+    assert [entry.ref() for entry in effects._Prepared._recent] == [other]
+    del other, b2
+    assert effects._Prepared._recent == []
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
