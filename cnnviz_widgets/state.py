@@ -42,7 +42,7 @@ from .inputs import (
     input_channel_labels,
     prepare_input,
 )
-from .models import ModelGraph, load_model, model_info
+from .models import ModelGraph, load_model, model_info, short_list
 from .render import COLORMAPS, NORMALIZATIONS
 
 
@@ -184,7 +184,7 @@ class ModelState(traitlets.HasTraits):
             return model_input.array
         if name not in self.extractor.layers:
             reason = self.graph.why_not_visualisable(name)
-            raise LayerError(reason or f"{name} is not among the visualised layers: {', '.join(self._layers)}")
+            raise LayerError(reason or f"{name} is not among the visualised layers: {short_list(self._layers)}")
         cached = self.extractor.forward_passes
         self.set_trait("busy", True)
         try:
@@ -254,7 +254,7 @@ class ModelState(traitlets.HasTraits):
             self.graph.node(name)  # unknown name: error with the list of layers
             reason = self.graph.why_not_visualisable(name)
             raise LayerError(reason or f"{name} ({self.graph.node(name).class_name}) is not one of the "
-                             f"visualised layers: {', '.join(self._layers)}")
+                             f"visualised layers: {short_list(self._layers)}")
         return name
 
     @traitlets.observe("layer")
