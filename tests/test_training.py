@@ -440,3 +440,16 @@ def test_monitor_under_mirrored_strategy_on_two_cpu_replicas(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split("\n")[-2] == (
         "2 [0, 2, 4, 6, 8] ['accuracy', 'loss', 'val_accuracy', 'val_loss'] []")
+
+
+def test_monitor_with_a_tf_data_dataset(k, monitor_parts):
+    import tensorflow as tf
+
+    model = _model(k)
+    monitor = monitor_parts(model, every=3)
+    x, y = _data()
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    result = model.fit(train, epochs=2, verbose=0, shuffle=False, validation_data=train.take(1), callbacks=[monitor])
+    assert monitor.steps == [0, 3, 6, 8] and monitor.history_steps["val_loss"] == [4, 8]
+    np.testing.assert_allclose(monitor.history["val_loss"], result.history["val_loss"], rtol=1e-5)
+    assert np.array_equal(monitor.state.weights_at(8, "conv_b")[0], model.get_layer("conv_b").kernel.numpy())

@@ -35,7 +35,8 @@ from ..training_state import TrainingState
 from ._common import View, close_all, format_number, show_child
 from .grids import ActivationGrid, WeightGrid
 
-_GRID_PX = 260
+_GRID_PX = 250
+_COLUMN_PX = 270  # the grids' titles wrap inside; three columns fit in 850 px
 _CURVE_POINTS = 800  # a curve sends at most this many points per redraw
 _MAX_BARS = 64
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
@@ -140,7 +141,7 @@ class _ChangeBars(ipywidgets.VBox):
                                 colors=["#4c72b0"], padding=0.15, tooltip=bqplot.Tooltip(fields=["x", "y"]))
         self.bars.on_element_click(self._on_click)
         self.figure = bqplot.Figure(
-            marks=[self.bars], title="how much each filter changed since the first step",
+            marks=[self.bars], title="change of each filter since step 0",
             axes=[bqplot.Axis(scale=self.x_scale, label="filter (most changed first)", grid_lines="none"),
                   bqplot.Axis(scale=self.y_scale, side="left", tick_format=".2~f",
                               label="|Δw| / |w₀|", grid_lines="dashed")],
@@ -272,11 +273,13 @@ class TrainingMonitor(View, keras().callbacks.Callback):
             value=state.filter, min=0, max=state.n_filters() - 1, description="filter"), "cnnviz-filter-slider")
         self.image_picker = _css(ipywidgets.Dropdown(
             options=[(f"image {i}", i) for i in range(len(self._images))], value=0, description="image",
-            layout=ipywidgets.Layout(width="160px", display=None if len(self._images) > 1 else "none")),
+            layout=ipywidgets.Layout(width="200px", display=None if len(self._images) > 1 else "none")),
             "cnnviz-image-picker")
+        # No readout: the front end does not always refresh it when the options grow; step_label says it.
         self.step_slider = _css(ipywidgets.SelectionSlider(
-            options=[("live", _LIVE)], value=_LIVE, description="step", continuous_update=True,
+            options=[("live", _LIVE)], value=_LIVE, description="step", continuous_update=True, readout=False,
             layout=ipywidgets.Layout(width="360px")), "cnnviz-step-slider")
+        self.step_label = _css(ipywidgets.HTML("live"), "cnnviz-step-label")
         self.pause_button = _css(ipywidgets.ToggleButton(value=False, description="pause", icon="pause",
                                                          tooltip="pause training after the current batch"),
                                  "cnnviz-pause-button")
@@ -309,11 +312,11 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         controls = ipywidgets.VBox([
             ipywidgets.HBox([self.layer_slider, self.channel_slider, self.filter_slider, self.image_picker],
                             layout=row),
-            ipywidgets.HBox([self.step_slider, self.pause_button, self.stop_button], layout=row)])
-        grids = ipywidgets.HBox([ipywidgets.VBox([self.first_label, self.first_grid]),
-                                 ipywidgets.VBox([self.now_label, self.weight_grid]),
+            ipywidgets.HBox([self.step_slider, self.step_label, self.pause_button, self.stop_button], layout=row)])
+        grids = ipywidgets.HBox([ipywidgets.VBox([self.first_label, self.first_grid], layout=_column()),
+                                 ipywidgets.VBox([self.now_label, self.weight_grid], layout=_column()),
                                  ipywidgets.VBox([_css(ipywidgets.HTML("<b>activations</b>"), "cnnviz-label"),
-                                                  self.activation_grid])], layout=row)
+                                                  self.activation_grid], layout=_column())], layout=row)
         charts = ipywidgets.HBox([self.loss_curves, self.metric_curves, self.change_bars], layout=row)
         super().__init__(children=[self.header, controls, self.error_box, grids, charts])
         self.add_class("cnnviz-training-monitor")
@@ -471,6 +474,12 @@ class TrainingMonitor(View, keras().callbacks.Callback):
                     self._updating_slider = False
         if self.step is not None and self.step not in self.steps:  # thinned away while shown: the nearest
             self.step = self.state.snapshots.nearest(self.step)
+        self._draw_step_label()
+
+    def _draw_step_label(self) -> None:
+        kept = len(self.steps)
+        shown = "live" if self.step is None else f"step {self.step}"
+        self.step_label.value = f"{shown} · {kept} kept" if kept else shown
 
     def _report(self, where: str, err: Exception) -> None:
         """Show an error in the monitor; training goes on."""
@@ -502,6 +511,7 @@ class TrainingMonitor(View, keras().callbacks.Callback):
             finally:
                 self._updating_slider = False
         self.now_label.value = "<b>now</b>" if change["new"] is None else f"<b>step {change['new']}</b>"
+        self._draw_step_label()
         self._draw_curves()
 
     def _on_step_slider(self, change: traitlets.Bunch) -> None:
@@ -572,6 +582,10 @@ def _as_images(image: Any) -> list[Any]:
             raise CnnvizError("image: give an image, a list of images or an (N, H, W, C) array; got an empty list")
         return list(image)
     return [image]
+
+
+def _column() -> ipywidgets.Layout:
+    return ipywidgets.Layout(width=f"{_COLUMN_PX}px", margin="0 8px 0 0")
 
 
 def _css(widget: ipywidgets.Widget, name: str) -> Any:
