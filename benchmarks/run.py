@@ -698,7 +698,8 @@ def bench_browser(quick: bool = False) -> list[Row]:
 
 # ------------------------------------------------------------------------------------------------ main
 
-GROUPS = ("import", "forward", "widgets", "scaling", "limit", "memory", "browser", "training", "interactive")
+GROUPS = ("import", "forward", "widgets", "scaling", "limit", "memory", "binder", "browser", "training",
+          "interactive")
 
 
 def machine() -> dict[str, Any]:
@@ -755,6 +756,11 @@ def run(groups: Sequence[str] = GROUPS, quick: bool = False, model: Any = None,
             rows += bench_memory("vgg16" if model is None else "tiny")
         elif group == "browser":
             rows += bench_browser(quick=quick)
+        elif group == "binder":  # its own module (benchmarks/notebook_memory.py): kernel peaks per notebook
+            sys.path.insert(0, str(HERE))
+            import notebook_memory
+
+            rows += [Row(**row) for row in notebook_memory.bench_binder(quick=quick)]
         elif group == "training":  # its own module (benchmarks/training.py)
             sys.path.insert(0, str(HERE))
             import training

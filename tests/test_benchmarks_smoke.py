@@ -143,3 +143,16 @@ def test_main_writes_table_and_json(bench, tmp_path, capsys):
 def test_unknown_group_is_refused(bench):
     with pytest.raises(ValueError, match="unknown benchmark group"):
         bench.run(["forward", "warp"])
+
+
+def test_binder_group_is_wired(bench):
+    """The "binder" group's recorded figures name notebooks that exist; each weights choice has both loaders.
+    (Running it takes minutes of notebook kernels: `make bench` does.)"""
+    sys.path.insert(0, str(RUN_PY.parent))
+    import notebook_memory
+
+    assert "binder" in bench.GROUPS
+    before = json.loads((RUN_PY.parent / "memory_before.json").read_text())
+    for name, peak in before["notebooks"].items():
+        assert (RUN_PY.parents[1] / "notebooks" / name).is_file() and 0 < peak < 10
+    assert set(notebook_memory._KERAS_LOAD) == set(notebook_memory._OUR_LOAD) == set(notebook_memory.WEIGHTS)

