@@ -453,3 +453,21 @@ def test_monitor_with_a_tf_data_dataset(k, monitor_parts):
     assert monitor.steps == [0, 3, 6, 8] and monitor.history_steps["val_loss"] == [4, 8]
     np.testing.assert_allclose(monitor.history["val_loss"], result.history["val_loss"], rtol=1e-5)
     assert np.array_equal(monitor.state.weights_at(8, "conv_b")[0], model.get_layer("conv_b").kernel.numpy())
+
+
+def test_overhead_benchmark_runs(k):
+    """benchmarks/training.py (`make bench`, group "training") on a tiny fit: its figures, not their values."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "training.py"
+    spec = importlib.util.spec_from_file_location("cnnviz_benchmarks_training", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.measure_overhead(bench.tiny_model, *bench.tiny_data(64), epochs=1, batch_size=16, repeats=1,
+                                    every=2)
+    assert result["steps"] == 4 and result["redraws"][0] >= 2  # the first and the last step are drawn
+    for key in ("plain_s", "watched_s", "per_batch_s", "redraw_s", "monitor_build_s"):
+        assert len(result[key]) == 1 and 0 < result[key][0] < 120, key
+    assert np.isfinite(result["overhead"]) and np.isfinite(result["per_batch_overhead"])
+    assert result["overhead"] == pytest.approx(result["watched_s"][0] / result["plain_s"][0] - 1)
