@@ -42,6 +42,7 @@ from .inputs import (
     input_channel_labels,
     prepare_input,
 )
+from .memory import check_fits
 from .models import ModelGraph, load_model, model_info, short_list
 from .render import COLORMAPS, NORMALIZATIONS
 
@@ -480,6 +481,11 @@ class ModelState(traitlets.HasTraits):
         for a filter). score : for a class, "logit" (default where reachable) or "probability".
         """
         target = self.explain_target(class_index, of)
+        fed = self.model_input.array
+        # A gradient pass keeps the layers' outputs for the way back and makes a gradient of each: about three
+        # times what the forward pass returns.
+        check_fits(3 * self.extractor.output_bytes(fed.shape), f"{method} on a {fed.shape[1]}×{fed.shape[0]} input",
+                   "choose a smaller max_side, or a smaller image")
         with self._explaining("Grad-CAM" if method == "grad-cam" else method):
             return self.explainer.explain(self.model_input.array, target, method, layer=layer, score=score,
                                           key=self._input_key)

@@ -144,3 +144,13 @@ def test_model_too_large_for_the_memory_left_is_refused_before_loading(short_of_
     short_of_memory(int(0.3 * GB))
     with pytest.raises(MemoryBudgetError, match=r"loading VGG16 \(138,357,544 parameters\) needs about 0\.6 GB"):
         cw.load_model("vgg16", weights=None, include_top=True)
+
+
+def test_gradient_pass_that_would_not_fit_is_refused(vgg16_bsds, short_of_memory):
+    state = cw.ModelState(vgg16_bsds, image="astronaut", max_side=512, cache_budget_mb=64, layer="block4_conv1")
+    needed = 3 * state.extractor.output_bytes(state.model_input.array.shape)
+    short_of_memory(int(needed * 0.9))
+    with pytest.raises(MemoryBudgetError, match=r"grad-cam on a 512×512 input needs about .*smaller max_side"):
+        state.explanation("grad-cam")
+    short_of_memory(int(needed * 1.1))
+    assert state.explanation("grad-cam").raw.shape[:2] == state.activation("block3_conv3").shape[:2]
