@@ -9,9 +9,9 @@ another filter on each layer, as a user moving the sliders would. A step is one 
 
 A row says "fine" when every step drew its picture or was explained inside the view by the library's own
 one-sentence reason (`View.problem`); any other error (a bug: `View.failure`) or an exception escaping a
-control change makes it a failure. ``--only NAME ...`` walks some models; ``--input-shape 96,96,3
---no-top`` walks them small (as ``tests/test_zoo.py`` does). The table goes to stdout, every number to
-``benchmarks/results/zoo.json``.
+control change makes it a failure. ``--only NAME ...`` walks some models (``--update`` puts their rows into
+the last table); ``--input-shape 96,96,3 --no-top`` walks them small (as ``tests/test_zoo.py`` does). The
+table goes to stdout, every number to ``benchmarks/results/zoo.json``.
 """
 
 from __future__ import annotations
@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers-per-tab", type=int, default=4)
     parser.add_argument("--filters-per-layer", type=int, default=1)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--update", action="store_true",
+                        help="replace only the rows of the models walked in the existing output file")
     args = parser.parse_args(argv)
     shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
     if args.one:
@@ -215,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         row = run_subprocess(name, args)
         rows.append(row)
         print(f"{name}: {row['result']} ({row.get('process_s', 0):.0f} s)", file=sys.stderr, flush=True)
+    if args.update and args.output.is_file():  # the other models keep their rows, in the table's order
+        walked = {row["model"]: row for row in rows}
+        kept = {row["model"]: row for row in json.loads(args.output.read_text())["rows"]}
+        rows = [walked.get(name) or kept[name] for name in CONSTRUCTORS if name in walked or name in kept]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.platform(),
