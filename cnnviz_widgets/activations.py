@@ -90,15 +90,24 @@ class ActivationExtractor:
         return low
 
     def output_bytes(self, input_shape: tuple[int, ...]) -> int:
-        """Bytes of every extracted output for one input of `input_shape` (H, W, C), from shape inference."""
+        """Bytes of every extracted output for one input of `input_shape` (H, W, C).
+
+        Exact (Keras shape inference, a few ms) for the first size asked for; other sizes are scaled from it by
+        their pixel count, which is what the outputs of a convolutional network grow with: an estimate for the
+        memory check that costs nothing per new image.
+        """
         shape = tuple(int(d) for d in input_shape)
-        if shape not in self._output_bytes:
-            try:
-                specs = self._model.compute_output_spec(keras().KerasTensor((1, *shape)))
-            except (ValueError, TypeError):  # a size the model refuses: the forward pass says why
-                return 0
-            specs = specs if isinstance(specs, (list, tuple)) else [specs]
-            self._output_bytes[shape] = int(sum(np.prod(spec.shape[1:], dtype=np.int64) * 4 for spec in specs))
+        if shape in self._output_bytes:
+            return self._output_bytes[shape]
+        if self._output_bytes:
+            (height, width, _), known = next(iter(self._output_bytes.items()))
+            return int(known * shape[0] * shape[1] / max(1, height * width))
+        try:
+            specs = self._model.compute_output_spec(keras().KerasTensor((1, *shape)))
+        except (ValueError, TypeError):  # a size the model refuses: the forward pass says why
+            return 0
+        specs = specs if isinstance(specs, (list, tuple)) else [specs]
+        self._output_bytes[shape] = int(sum(np.prod(spec.shape[1:], dtype=np.int64) * 4 for spec in specs))
         return self._output_bytes[shape]
 
     @property

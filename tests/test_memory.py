@@ -154,3 +154,13 @@ def test_gradient_pass_that_would_not_fit_is_refused(vgg16_bsds, short_of_memory
         state.explanation("grad-cam")
     short_of_memory(int(needed * 1.1))
     assert state.explanation("grad-cam").raw.shape[:2] == state.activation("block3_conv3").shape[:2]
+
+
+def test_output_bytes_are_exact_for_the_first_size_and_scaled_for_others(vgg16_bsds):
+    state = cw.ModelState(vgg16_bsds, image="astronaut", max_side=64, cache_budget_mb=64)
+    extractor = state.extractor
+    fed = state.model_input.array.shape
+    exact = sum(a.nbytes for a in (state.activation(name) for name in extractor.layers))
+    assert extractor.output_bytes(fed) == exact  # what one forward pass really returns
+    doubled = extractor.output_bytes((fed[0] * 2, fed[1] * 2, 3))
+    assert doubled == 4 * exact  # four times the pixels
