@@ -470,4 +470,5 @@ def test_overhead_benchmark_runs(k):
     for key in ("plain_s", "watched_s", "per_batch_s", "redraw_s", "monitor_build_s"):
         assert len(result[key]) == 1 and 0 < result[key][0] < 120, key
     assert np.isfinite(result["overhead"]) and np.isfinite(result["per_batch_overhead"])
+    assert np.isfinite(result["cpu_overhead"]) and all(len(v) == 1 for v in result["cpu_s"].values())
     assert result["overhead"] == pytest.approx(result["watched_s"][0] / result["plain_s"][0] - 1)
