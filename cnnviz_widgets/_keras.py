@@ -22,7 +22,10 @@ def keras() -> ModuleType:
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
         with _native_stderr_silenced():
             import keras as keras_module
-            import tensorflow  # noqa: F401  (loaded here so its native start-up output is silenced)
+            import tensorflow  # loaded here so its native start-up output is silenced
+
+            # tensorflow-cpu logs its CPU features when the first device is made, not at import: make it here.
+            tensorflow.config.list_logical_devices("CPU")
         return keras_module
     import keras as keras_module
 
