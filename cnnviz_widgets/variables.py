@@ -30,9 +30,10 @@ def build_unmaterialised(build: Callable[[], Any]) -> Any:
     Running the model, or reading a variable eagerly, raises ModelError until every variable is filled;
     symbolic uses (layer graph, output shapes, `count_params`) work.
     """
+    scope = keras().StatelessScope  # first: keras() imports TensorFlow quietly
     from keras.src.backend.common import global_state  # no public handle on the pending-initialisation list
 
-    with keras().StatelessScope(initialize_variables=False):
+    with scope(initialize_variables=False):
         model = build()
     ours = {id(v) for v in model.weights}
     pending = global_state.get_global_attribute("uninitialized_variables", [], set_to_default=True)
