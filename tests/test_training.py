@@ -360,6 +360,7 @@ def test_pause_and_stop_a_fit_in_the_background(k, monitor_parts):
     history = job.wait(timeout=30)
     assert job.done and job.error is None and len(history.history["loss"]) < 200
     assert monitor.steps[-1] == monitor.seen and not monitor.running
+    assert 0 < monitor.hook_time < job.seconds - 0.5  # the time paused is not counted as the monitor's cost
     assert model.predict(x[:2], verbose=0).shape == (2, 3)
     # Without a monitor, errors are kept for wait().
     broken = fit_in_background(model, x, y[:3])
@@ -471,4 +472,5 @@ def test_overhead_benchmark_runs(k):
         assert len(result[key]) == 1 and 0 < result[key][0] < 120, key
     assert np.isfinite(result["overhead"]) and np.isfinite(result["per_batch_overhead"])
     assert np.isfinite(result["cpu_overhead"]) and all(len(v) == 1 for v in result["cpu_s"].values())
+    assert 0 < result["hook_share"][0] < 1
     assert result["overhead"] == pytest.approx(result["watched_s"][0] / result["plain_s"][0] - 1)

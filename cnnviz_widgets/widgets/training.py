@@ -43,14 +43,17 @@ _LIVE = -1  # the step slider's value for "live"
 
 
 def _guarded(hook: Callable) -> Callable:
-    """A callback hook that shows its error in the monitor instead of ending the fit."""
+    """A callback hook that shows its error in the monitor instead of ending the fit, and counts its time."""
 
     @functools.wraps(hook)
     def run(self: TrainingMonitor, *args: Any, **kwargs: Any) -> None:
+        start, self._waited = time.perf_counter(), 0.0
         try:
             hook(self, *args, **kwargs)
         except Exception as err:
             self._report(f"{hook.__name__}", err)
+        finally:
+            self.hook_time += time.perf_counter() - start - self._waited  # paused time is not the monitor's cost
 
     return run
 
@@ -109,6 +112,8 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         self.errors: list[str] = []
         self.redraws = 0
         self.redraw_time = 0.0  # seconds spent drawing from the callback, in all
+        self.hook_time = 0.0  # seconds spent in the callback's hooks (drawing included, pauses not): its cost
+        self._waited = 0.0
         self.seen = 0  # training steps (batches) seen, over every fit
         self._epoch_start = 0
         self._epoch = 0
@@ -259,7 +264,9 @@ class TrainingMonitor(View, keras().callbacks.Callback):
             self._redraw()
         if not self._go.is_set() and threading.current_thread() is not threading.main_thread():
             self._draw_header()
+            paused = time.perf_counter()
             self._go.wait()  # paused: only a fit off the main thread can be resumed (the controls are live)
+            self._waited = time.perf_counter() - paused
 
     @_guarded
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
