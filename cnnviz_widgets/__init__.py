@@ -54,6 +54,9 @@ _EXPORTS = {
     "TrainingMonitor": "widgets",
     "fit_in_background": "widgets",
     "TrainingState": "training_state",
+    "top_examples": "scan",
+    "TopExamples": "scan",
+    "scan_shards": "scan",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
