@@ -92,6 +92,15 @@ def test_sliders_and_state_move_together(explorer):
     assert (explorer.channel_slider.value, explorer.channel_slider.max) == (2, 2)
     state.layer = "pool_a"  # a pooling layer has no filter input channels to pick
     assert explorer.channel_slider.disabled and not explorer.filter_slider.disabled
+    old = explorer.filter_slider
+    state.layer = "conv_b"  # another filter count: a new slider made with it (End would stop at the old maximum)
+    new = explorer.filter_slider
+    assert new is not old and old.comm is None and new.max == 5
+    assert new in explorer.controls.children[0].children and old not in explorer.controls.children[0].children
+    new.value = 4  # linked both ways, like the first one
+    assert state.filter == 4
+    state.filter = 2
+    assert new.value == 2
     explorer.colormap_picker.value = "magma"
     explorer.normalization_picker.value = "symmetric"
     assert (state.colormap, state.normalization) == ("magma", "symmetric")

@@ -34,6 +34,40 @@ LOG_NOISE = re.compile("|".join([
 ]), re.MULTILINE)
 
 
+# Run after the last cell of a notebook: after Run All, each lesson's views still show what their text says
+# (a later cell setting a shared state's layer must not change a view further up).
+LESSON_CHECKS = {
+    "03_how_a_convolution_computes.ipynb": (
+        "assert (pixel_view.state.layer, pixel_view.state.filter) == ('block1_conv2', 1), pixel_view.state.layer\n"
+        "assert (pixel_view.row, pixel_view.col) == (row, col), (pixel_view.row, pixel_view.col, row, col)\n"
+        "assert 0 < maps_first[row, col, 1] and abs(pixel_view.breakdown.output - maps_first[row, col, 1]) <= 1e-4 * "
+        "maps_first[row, col, 1]\n"
+        "assert 'block1_conv2' in pixel_view.map_figure.title.value\n"
+        "print('the lesson views still show what their text says')"),
+    "04_why_the_network_decides.ipynb": (
+        "assert (cam.state.layer, cam.state.filter) == ('block4_conv1', first_filter), cam.state.layer\n"
+        "assert 'block4_conv1' in cam.figure.title.value, cam.figure.title.value\n"
+        "from PIL import Image as _Image\n"
+        "_title = _Image.open(workdir / 'grad_cam.png').text['Title']\n"
+        "assert 'block4_conv1' in _title and 'block3_conv1' not in _title, _title\n"
+        "print('the lesson views still show what their text says')"),
+}
+LESSON_SETUP = {  # values the checks compare with, taken right after the view's own cell
+    "03_how_a_convolution_computes.ipynb": ("pixel_view = ConvolutionAtPixel(state)",
+                                            "maps_first = state.activation().copy()"),
+    "04_why_the_network_decides.ipynb": ("cam = ClassActivationMap(state)", "first_filter = state.filter"),
+}
+
+
+def _with_lesson_checks(nb: nbformat.NotebookNode, name: str) -> None:
+    if name in LESSON_SETUP:
+        marker, setup = LESSON_SETUP[name]
+        index = next(i for i, cell in enumerate(nb.cells) if marker in cell.source)
+        nb.cells.insert(index + 1, nbformat.v4.new_code_cell(setup + "\nprint('noted for the final check')"))
+    if name in LESSON_CHECKS:
+        nb.cells.append(nbformat.v4.new_code_cell(LESSON_CHECKS[name]))
+
+
 def _execute(nb: nbformat.NotebookNode, workdir: Path) -> KernelMemory:
     """Run every cell in a fresh kernel of this interpreter, in `workdir`; the kernel's memory record."""
     return run_notebook(nb, workdir)
@@ -66,6 +100,7 @@ def test_notebook_is_committed_without_outputs(path: Path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
 def test_notebook_runs_cleanly(path: Path, tmp_path: Path):
     nb = nbformat.read(path, as_version=4)
+    _with_lesson_checks(nb, path.name)
     try:
         memory = _execute(nb, tmp_path)
     except CellExecutionError as error:

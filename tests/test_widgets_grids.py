@@ -197,8 +197,13 @@ def test_weight_grid_pages_follow_the_selected_filter(vgg_state):
     assert "input channel 0 (map 0 of block1_pool)" in grid.figure.title.value
     grid.figure.click_tile(0, 0)
     assert vgg_state.filter == 64
-    grid.page_slider.value = 1  # the user picks page 1 of 2: the selection moves onto it
-    assert vgg_state.filter == 0 and grid.figure.mosaic.indices == tuple(range(64))
+    grid.page_slider.value = 1  # the user turns to page 1 of 2: the page turns, the selection stays
+    assert vgg_state.filter == 64 and grid.figure.mosaic.indices == tuple(range(64))
+    assert grid.figure.highlighted is None and grid.page_label.value == "filters 0–63 of 128 · filter 64 is on page 2"
+    vgg_state.channel = 1  # a redraw for another reason keeps the page the user turned to
+    assert grid.page == 0 and vgg_state.filter == 64
+    vgg_state.filter = 70  # a new selection brings its page back
+    assert grid.page == 1 and grid.figure.highlighted == 70
     grid.close()
 
 

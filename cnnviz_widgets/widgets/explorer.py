@@ -64,12 +64,8 @@ class Explorer(ipywidgets.VBox):
         self.layer_slider = _with_class(ipywidgets.SelectionSlider(
             options=state.layers, value=state.layer, description="layer", continuous_update=True,
             layout=ipywidgets.Layout(width="420px")), "cnnviz-layer-slider")
-        self.channel_slider = _with_class(ipywidgets.IntSlider(
-            value=state.channel, min=0, max=state.n_channels() - 1, description="input channel",
-            continuous_update=True, style={"description_width": "initial"}), "cnnviz-channel-slider")
-        self.filter_slider = _with_class(ipywidgets.IntSlider(
-            value=state.filter, min=0, max=state.n_filters() - 1, description="filter",
-            continuous_update=True), "cnnviz-filter-slider")
+        self.channel_slider = _index_slider("channel", state.channel, state.n_channels() - 1)
+        self.filter_slider = _index_slider("filter", state.filter, state.n_filters() - 1)
         self.image_picker = _with_class(ipywidgets.Dropdown(
             options=images.sample_names(), value=None, description="image"), "cnnviz-image-picker")
         self.upload = _with_class(ipywidgets.FileUpload(
@@ -143,6 +139,9 @@ class Explorer(ipywidgets.VBox):
 
     def _on_layer_change(self, _change: traitlets.Bunch | None) -> None:
         state = self.state
+        for trait, highest in (("channel", state.n_channels() - 1), ("filter", state.n_filters() - 1)):
+            if getattr(self, f"{trait}_slider").max != highest:
+                self._replace_slider(trait, highest)
         with self.channel_slider.hold_sync(), self.filter_slider.hold_sync():
             # the state has already clamped channel and filter to the new layer, so the values stay valid
             self.channel_slider.max = state.n_channels() - 1
@@ -179,6 +178,26 @@ class Explorer(ipywidgets.VBox):
             page.children = (view,) if index == selected else ()
             if hasattr(view, "active"):
                 view.active = index == selected
+
+    def _replace_slider(self, trait: str, highest: int) -> None:
+        """A new slider for `trait` with maximum `highest`, in place of the old one.
+
+        A slider's maximum raised after it is displayed is not seen by its End and PageUp keys (ipywidgets 8:
+        End stops at the old maximum), so a layer with another count gets a slider made with its own.
+        """
+        old = getattr(self, f"{trait}_slider")
+        for link in [link for link in self._links if link.target[0] is old]:
+            link.unlink()
+            self._links.remove(link)
+        new = _index_slider(trait, getattr(self.state, trait), highest)
+        new.disabled = old.disabled
+        setattr(self, f"{trait}_slider", new)
+        self._links.append(ipywidgets.link((self.state, trait), (new, "value")))
+        row = getattr(self, "controls", None)
+        if row is not None:
+            boxes = row.children[0]
+            boxes.children = tuple(new if child is old else child for child in boxes.children)
+        old.close()
 
     @property
     def current_view(self) -> ipywidgets.Widget:
@@ -269,6 +288,16 @@ class Explorer(ipywidgets.VBox):
                 part.close()
         super().close()
         close_all(self)
+
+
+def _index_slider(trait: str, value: int, highest: int) -> ipywidgets.IntSlider:
+    """The input-channel or filter slider, built with its layer's maximum (see `Explorer._replace_slider`)."""
+    words = {"channel": "input channel", "filter": "filter"}[trait]
+    slider = ipywidgets.IntSlider(
+        value=value, min=0, max=highest, description=words, continuous_update=True,
+        style={"description_width": "initial"}, layout=ipywidgets.Layout(margin="0 0 0 24px"),
+        tooltip=f"{words}: drag the handle, or click it and use the arrow keys, PageUp/PageDown and Home/End")
+    return _with_class(slider, f"cnnviz-{trait}-slider")
 
 
 def _with_class(widget: ipywidgets.DOMWidget, css_class: str) -> Any:

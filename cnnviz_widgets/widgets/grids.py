@@ -1,8 +1,10 @@
 """`WeightGrid` and `ActivationGrid`: one layer's filters or activation maps as one clickable mosaic.
 
 Both views take a `ModelState`, observe only the traits that change their picture, and draw through
-`MosaicFigure`. Layers with more tiles than a page holds are paged; the page follows `state.filter`, so the
-selected filter is always on screen, and picking another page moves the selection onto it. A redraw happens
+`MosaicFigure`. Layers with more tiles than a page holds are paged; the page follows `state.filter` when the
+selection changes, so a newly selected filter is on screen. Picking another page only turns the page: the
+selection stays (the page label says where it is), so paging through a layer never changes what other views
+show. A redraw happens
 only when the picture's inputs changed (a "picture key"); moving the selection within a page only moves the
 outline.
 """
@@ -47,6 +49,7 @@ class _PagedMosaicView(View):
         self.page_size = page_size
         self._drawn_key: tuple | None = None
         self._syncing = False
+        self._followed: tuple | None = None  # (layer, filter, order) the page last followed
         self._state_handlers: list[tuple[Callable, list[str]]] = []
 
         self.figure = MosaicFigure(css_class=f"{css_class}-mosaic", width_px=width_px)
@@ -128,13 +131,7 @@ class _PagedMosaicView(View):
     def _on_page_change(self, change: traitlets.Bunch) -> None:
         if self._syncing:
             return
-        # The selected filter must stay visible: move it onto the page the user picked, same place.
-        place = self._place(self.state.filter)
-        if place // self.page_size != change["new"]:
-            moved = change["new"] * self.page_size + place % self.page_size
-            order = self._order()
-            self.state.filter = moved if order is None else order[min(moved, len(order) - 1)]
-        self._sync()
+        self._sync()  # the user turned the page: the selection stays where it is
 
     def _on_page_slider(self, change: traitlets.Bunch) -> None:
         if not self._syncing:
@@ -161,11 +158,17 @@ class _PagedMosaicView(View):
                 self._show_message_only()
                 return
             pages = math.ceil(count / self.page_size)
-            self.page = self._place(self.state.filter) // self.page_size
+            followed = (self.state.layer, self.state.filter, self._order_key())
+            if followed != self._followed:  # a new selection (or layer, or order): show its page
+                self.page = self._place(self.state.filter) // self.page_size
+                self._followed = followed
             shown = self.shown
             first = self.page * self.page_size
             which = (f"{shown[0]}–{shown[-1]} of {count}" if self._order() is None
                      else f"ranked {first + 1}–{first + len(shown)} of {count}")
+            if pages > 1 and self.state.filter not in shown:
+                page_of_selection = self._place(self.state.filter) // self.page_size + 1
+                which += f" · {self._tile_word} {self.state.filter} is on page {page_of_selection}"
             with self.page_slider.hold_sync(), self.page_label.hold_sync():
                 self.page_slider.max = pages
                 self.page_slider.value = self.page + 1
@@ -180,6 +183,10 @@ class _PagedMosaicView(View):
             self.figure.highlight(self.state.filter)
         finally:
             self._syncing = False
+
+    def _order_key(self) -> Any:
+        """What the tiling order depends on (None: index order); a new order re-follows the selection."""
+        return None
 
     def _show_message_only(self) -> None:
         self.page = 0
@@ -387,6 +394,10 @@ class ActivationGrid(_PagedMosaicView):
     def _order(self) -> list[int] | None:
         # state.channel_order sorts the tiles (strongest first); tiles and tooltips keep the true indices
         return None if self.state.channel_order == "index" else self.state.channel_ranking()
+
+    def _order_key(self) -> Any:
+        order = self.state.channel_order
+        return None if order == "index" else (order, id(self.state.model_input))
 
     def _on_state_change(self, change: traitlets.Bunch) -> None:
         order = self._order()

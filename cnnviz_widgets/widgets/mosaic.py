@@ -69,7 +69,7 @@ class MosaicFigure(ipywidgets.VBox):
                                      visible=False, interactions={}, apply_clip=False)
         self.figure = bqplot.Figure(
             marks=[self.image_mark, self._outline, *([self._hover_marks] if hover_labels else [])], axes=[],
-            fig_margin=dict(_MARGIN),
+            fig_margin=dict(_MARGIN), display_toolbar=False,  # its pan/zoom would take over tile clicks
             padding_x=0.0, padding_y=0.0, min_aspect_ratio=0.01, max_aspect_ratio=100.0,
             layout=ipywidgets.Layout(width=f"{self.width_px}px", height=f"{self.width_px}px"),
         )
@@ -86,6 +86,7 @@ class MosaicFigure(ipywidgets.VBox):
                                          grid_lines="none", tick_format=".3~g")
             self._colorbar_figure = bqplot.Figure(
                 marks=[self._bar_mark], axes=[self._bar_axis], fig_margin=dict(_COLORBAR_MARGIN),
+                display_toolbar=False,
                 padding_x=0.0, padding_y=0.0, min_aspect_ratio=0.01, max_aspect_ratio=100.0,
                 layout=ipywidgets.Layout(width=f"{self.width_px}px", height=f"{_COLORBAR_HEIGHT_PX}px"),
             )
