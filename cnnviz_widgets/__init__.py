@@ -57,6 +57,8 @@ _EXPORTS = {
     "top_examples": "scan",
     "TopExamples": "scan",
     "scan_shards": "scan",
+    "maximize": "maximize",
+    "FeatureVisualization": "maximize",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
