@@ -59,6 +59,8 @@ _EXPORTS = {
     "scan_shards": "scan",
     "maximize": "maximize",
     "FeatureVisualization": "maximize",
+    "sample_collection": "scan",
+    "WhatItLooksFor": "widgets",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -561,6 +561,57 @@ def _fold_batch(state: Any, top: TopExamples, reducer: _Reducer, batch: list, fi
     top._prune_pictures()
 
 
+SKIMAGE_PICTURES = ("astronaut", "brick", "camera", "cat", "coffee", "coins", "grass", "gravel", "horse",
+                    "hubble_deep_field", "immunohistochemistry", "moon", "motorcycle_left", "page", "retina",
+                    "rocket", "text")
+"""scikit-image's bundled pictures added by `sample_collection` where scikit-image is installed."""
+
+
+def sample_collection(side: int = 112, *, flips: bool = True, skimage: bool = True,
+                      limit: int | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """An image collection that exists offline: tiles of the bundled samples (and of scikit-image's pictures
+    where it is installed), each also mirrored when `flips`.
+
+    Each picture is scaled so its short side is 2 × `side`, then cut into non-overlapping `side` × `side`
+    tiles. Returns (pictures RGB uint8, ids such as "coffee[112:224, 0:112]" or "... flipped"); `limit` caps
+    the count (evenly spread over the collection).
+    """
+    if isinstance(side, bool) or not isinstance(side, (int, np.integer)) or side < _images.MIN_SIDE:
+        raise CnnvizError(f"side must be an int of at least {_images.MIN_SIDE} pixels; got {side!r}")
+    named = [(name, _images.sample_image(name)) for name in _images.sample_names()]
+    if skimage:
+        try:
+            from skimage import data as skdata
+        except ImportError:
+            pass
+        else:
+            have = {name for name, _ in named}
+            for name in SKIMAGE_PICTURES:
+                if name not in have and hasattr(skdata, name):
+                    try:
+                        named.append((name, _images.load_image(getattr(skdata, name)())))
+                    except (CnnvizError, OSError, ValueError):
+                        continue  # a picture this scikit-image cannot give offline
+    pictures, ids = [], []
+    for name, picture in named:
+        h, w = picture.shape[:2]
+        factor = 2 * side / min(h, w)
+        scaled = _images.resize_image(picture, (max(side, round(h * factor)), max(side, round(w * factor))))
+        for y in range(0, scaled.shape[0] - side + 1, side):
+            for x in range(0, scaled.shape[1] - side + 1, side):
+                tile = np.ascontiguousarray(scaled[y:y + side, x:x + side])
+                where = f"{name}[{y}:{y + side}, {x}:{x + side}]"
+                pictures.append(tile)
+                ids.append(where)
+                if flips:
+                    pictures.append(np.ascontiguousarray(tile[:, ::-1]))
+                    ids.append(f"{where} flipped")
+    if limit is not None and len(pictures) > limit:
+        keep = np.linspace(0, len(pictures) - 1, int(limit)).round().astype(int)
+        pictures, ids = [pictures[i] for i in keep], [ids[i] for i in keep]
+    return pictures, ids
+
+
 def scan_shards(make_state: Callable[[], Any], images: Sequence[Any], n_shards: int, client: Any,
                 **kwargs: Any) -> TopExamples:
     """Scan `images` (a sequence) in `n_shards` shards on a Dask `distributed` client, merged exactly.

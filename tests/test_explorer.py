@@ -20,6 +20,7 @@ from cnnviz_widgets.widgets import (
     LayerSummary,
     Predictions,
     WeightGrid,
+    WhatItLooksFor,
 )
 from cnnviz_widgets.widgets.explorer import MAX_UPLOAD_BYTES
 
@@ -64,13 +65,13 @@ def test_explorer_holds_every_view_and_classed_control(explorer):
     views = explorer.views
     assert [type(view) for view in views] == [ActivationGrid, WeightGrid, FilterEffect, ConvolutionAtPixel,
                                               ChannelStats, LayerSummary, Predictions, ClassActivationMap,
-                                              CompareImages]
+                                              CompareImages, WhatItLooksFor]
     assert explorer.tabs.titles == ("Activations", "Weights", "Filter effect", "One value", "Channel stats",
-                                    "Layers", "Predictions", "Why (Grad-CAM)", "Compare images")
+                                    "Layers", "Predictions", "Why (Grad-CAM)", "Compare images", "What it looks for")
     # a tab holds its view only while it is open (a hidden bqplot figure would measure 0 px)
-    assert [page.children for page in explorer.tabs.children] == [(views[0],)] + [()] * 8
+    assert [page.children for page in explorer.tabs.children] == [(views[0],)] + [()] * 9
     explorer.tabs.selected_index = 1
-    assert [page.children for page in explorer.tabs.children] == [(), (views[1],)] + [()] * 7
+    assert [page.children for page in explorer.tabs.children] == [(), (views[1],)] + [()] * 8
     assert explorer.current_view is views[1]
     assert all(view.state is explorer.state for view in views)
     assert explorer.layer_slider.options == tuple(explorer.state.layers)

@@ -11,6 +11,7 @@ from .effect import FilterEffect
 from .explain import ClassActivationMap, CompareImages, Predictions
 from .explorer import Explorer
 from .grids import ActivationGrid, WeightGrid
+from .looksfor import WhatItLooksFor
 from .mosaic import MosaicFigure
 from .pixel import ConvolutionAtPixel
 from .stats import ChannelStats
@@ -18,7 +19,7 @@ from .summary import LayerSummary
 
 __all__ = ["ActivationGrid", "ChannelStats", "ClassActivationMap", "CompareImages", "ConvolutionAtPixel", "Explorer",
            "FilterEffect", "LayerSummary", "MosaicFigure", "Predictions", "TrainingMonitor", "WeightGrid",
-           "fit_in_background"]
+           "WhatItLooksFor", "fit_in_background"]
 
 
 def __getattr__(name: str):

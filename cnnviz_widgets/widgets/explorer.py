@@ -22,6 +22,7 @@ from ._common import close_all
 from .effect import FilterEffect
 from .explain import ClassActivationMap, CompareImages, Predictions
 from .grids import ActivationGrid, WeightGrid
+from .looksfor import WhatItLooksFor
 from .pixel import ConvolutionAtPixel
 from .stats import ChannelStats
 from .summary import LayerSummary
@@ -91,11 +92,12 @@ class Explorer(ipywidgets.VBox):
             self.compare_images = CompareImages(state, "cat", active=False)
         except CnnvizError:  # e.g. the cat is too small for this model at this max_side: start on the same image
             self.compare_images = CompareImages(state, state.image, active=False)
+        self.what_it_looks_for = WhatItLooksFor(state, active=False)  # runs nothing until its tab opens
         views = {"Activations": self.activation_grid, "Weights": self.weight_grid,
                  "Filter effect": self.filter_effect, "One value": self.convolution_at_pixel,
                  "Channel stats": self.channel_stats, "Layers": self.layer_summary,
                  "Predictions": self.predictions, "Why (Grad-CAM)": self.class_activation_map,
-                 "Compare images": self.compare_images}
+                 "Compare images": self.compare_images, "What it looks for": self.what_it_looks_for}
         self.views = list(views.values())
         # A tab holds its view only while it is open: a bqplot figure laid out in a hidden tab measures 0 px
         # (and the browser logs negative sizes for its shapes).
@@ -277,7 +279,8 @@ class Explorer(ipywidgets.VBox):
         # getattr: close() also runs (from __del__) on an explorer whose __init__ failed half way
         controls = getattr(self, "controls", None)
         names = ("activation_grid", "weight_grid", "filter_effect", "convolution_at_pixel", "channel_stats",
-                 "layer_summary", "predictions", "class_activation_map", "compare_images", "tabs", "header",
+                 "layer_summary", "predictions", "class_activation_map", "compare_images", "what_it_looks_for",
+                 "tabs", "header",
                  "export_button",
                  "layer_slider", "channel_slider", "filter_slider", "image_picker", "upload", "colormap_picker",
                  "normalization_picker", "message", "status")

@@ -1,0 +1,241 @@
+"""`WhatItLooksFor`: for the current layer and filter, the image patches that excite it most, the picture
+optimised to excite it, and its weights.
+
+The patches come from a scan (`cnnviz_widgets.scan.top_examples`), made once over a collection: after that,
+moving the layer or filter slider only slices and encodes k small crops, at slider speed. Without a scan the
+view offers one over the bundled samples (tiles of them) or over a folder. Clicking "open" under a crop makes
+that image the state's image and marks the unit (`marked`: layer, filter, row and column in the layer's map).
+The optimised picture (`cnnviz_widgets.maximize`) is made on request, then kept for that filter.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import ipywidgets
+import numpy as np
+import traitlets
+
+from .. import render
+from ..errors import CnnvizError
+from ..maximize import maximize
+from ..scan import TopExamples, sample_collection, top_examples
+from ._common import View, as_state, close_all
+
+_CROP_PX = 96  # each crop is shown at this size: a 3-px block1 field and a 200-px block5 field alike
+_MARK = np.array([255, 127, 14], np.uint8)  # orange, like the selected tiles elsewhere
+
+
+class WhatItLooksFor(View):
+    """Top image patches, optimised picture and weights of the current filter of a `ModelState`.
+
+    Parameters
+    ----------
+    state_or_model
+        A `ModelState` (shared with other views), or anything `ModelState` takes as a model.
+    top
+        A finished scan (`TopExamples`) to show; None: the view offers to run one.
+    k
+        Patches shown per filter (at most the scan's k).
+    maximize_steps, maximize_size
+        Settings of the optimised picture (see `cnnviz_widgets.maximize`).
+    """
+
+    marked = traitlets.Tuple(help="(layer, filter, row, col) of the unit whose patch was opened last, in the layer's "
+                                  "map; empty before any.")
+
+    def __init__(self, state_or_model: Any, top: TopExamples | None = None, *, k: int = 9,
+                 maximize_steps: int = 128, maximize_size: int = 96, css_class: str = "cnnviz-looksfor",
+                 active: bool = True):
+        self._closed = True
+        self.state = as_state(state_or_model)
+        self.k = int(k)
+        self.maximize_steps, self.maximize_size = int(maximize_steps), int(maximize_size)
+        self.top: TopExamples | None = None
+        self.redraws = 0
+        self._drawn_key: tuple | None = None
+        self._pictures: dict[tuple[str, int], Any] = {}  # (layer, filter) -> FeatureVisualization
+
+        self.title = ipywidgets.HTML("")
+        self.crops = [ipywidgets.Image(format="png", layout=ipywidgets.Layout(width=f"{_CROP_PX}px",
+                                                                             height=f"{_CROP_PX}px"))
+                      for _ in range(self.k)]
+        self.captions = [ipywidgets.HTML("") for _ in range(self.k)]
+        self.open_buttons = [ipywidgets.Button(description="open", layout=ipywidgets.Layout(width=f"{_CROP_PX}px"),
+                                               tooltip="make this image the current one and mark the unit")
+                             for _ in range(self.k)]
+        for index, button in enumerate(self.open_buttons):
+            button.on_click(lambda _b, i=index: self.open_example(i))
+        cells = [ipywidgets.VBox([img, cap, btn]) for img, cap, btn in
+                 zip(self.crops, self.captions, self.open_buttons, strict=True)]
+        self.grid = ipywidgets.GridBox(cells, layout=ipywidgets.Layout(
+            grid_template_columns=f"repeat({min(3, self.k)}, {_CROP_PX + 8}px)"))
+        self.grid.add_class(f"{css_class}-crops")
+
+        self.folder = ipywidgets.Text(placeholder="folder of images (empty: the bundled samples)",
+                                      layout=ipywidgets.Layout(width="320px"))
+        self.scan_button = ipywidgets.Button(description="scan", icon="search",
+                                             tooltip="find the patches that excite every filter most")
+        self.scan_button.on_click(lambda _b: self.run_scan(self.folder.value.strip() or None))
+        self.progress = ipywidgets.IntProgress(value=0, min=0, max=1, layout=ipywidgets.Layout(width="200px"))
+        self.scan_box = ipywidgets.HBox([self.folder, self.scan_button, self.progress])
+        self.scan_box.add_class(f"{css_class}-scan")
+
+        self.optimised = ipywidgets.Image(format="png", layout=ipywidgets.Layout(width="192px", height="192px"))
+        self.optimise_button = ipywidgets.Button(description="optimise picture", icon="magic",
+                                                 tooltip="the picture that excites this filter most")
+        self.optimise_button.on_click(lambda _b: self.optimise())
+        self.optimised_caption = ipywidgets.HTML("")
+        self.weights = ipywidgets.Image(format="png", layout=ipywidgets.Layout(width="192px"))
+        self.weights_caption = ipywidgets.HTML("")
+        side = ipywidgets.VBox([ipywidgets.HTML("<b>optimised picture</b>"), self.optimised, self.optimise_button,
+                                self.optimised_caption, ipywidgets.HTML("<b>weights</b>"), self.weights,
+                                self.weights_caption])
+        super().__init__([self.title, self.scan_box, ipywidgets.HBox([self.grid, side])], active=active)
+        self.add_class(css_class)
+        self.state.observe(self._on_state_change, ["layer", "filter"])
+        self._closed = False
+        if top is not None:
+            self.set_top(top)
+        self.redraw()
+
+    # -- what the buttons do (callable from code) -------------------------------------------------------
+
+    def set_top(self, top: TopExamples) -> None:
+        """Show this scan."""
+        if not isinstance(top, TopExamples):
+            raise CnnvizError(f"top must be a TopExamples (from cw.top_examples); got {type(top).__name__}")
+        self.top = top
+        self._drawn_key = None
+        self.redraw()
+
+    def run_scan(self, folder: str | None = None, **kwargs: Any) -> TopExamples:
+        """Scan a folder, or tiles of the bundled samples (None), with a progress bar in the view."""
+        if folder is None:
+            images, ids = sample_collection(112)
+        else:
+            images, ids = folder, None
+
+        def progress(done: int, total: int) -> None:
+            self.progress.max, self.progress.value = max(total, 1), done
+
+        kwargs.setdefault("k", self.k)
+        self.scan_button.disabled = True
+        try:
+            top = top_examples(self.state, images, ids=ids, progress=progress, **kwargs)
+        finally:
+            self.scan_button.disabled = False
+        self.set_top(top)
+        return top
+
+    def open_example(self, index: int) -> None:
+        """Make the image of crop `index` the state's image and mark its unit (`marked`)."""
+        if self.top is None or self.state.layer not in self.top.layers:
+            return
+        layer, f = self.state.layer, self.state.filter
+        if index >= len(self.top.sources(layer, f)):
+            return
+        image_id = self.top.sources(layer, f)[index][0]
+        row, col = int(self.top.row[layer][f, index]), int(self.top.col[layer][f, index])
+        self.state.set_image(self.top.picture(image_id), name=str(image_id))
+        self.marked = (layer, f, row, col)
+
+    def optimise(self) -> Any:
+        """The optimised picture of the current filter (made once per filter, cached on disk too)."""
+        layer, f = self.state.layer, self.state.filter
+
+        def progress(done: int, total: int) -> None:
+            self.progress.max, self.progress.value = total, done
+
+        self.optimise_button.disabled = True
+        try:
+            result = maximize(self.state, layer, f, steps=self.maximize_steps, size=self.maximize_size,
+                              progress=progress)
+        finally:
+            self.optimise_button.disabled = False
+        self._pictures[(layer, f)] = result
+        self._drawn_key = None
+        self.redraw()
+        return result
+
+    # -- drawing ---------------------------------------------------------------------------------------
+
+    def _on_state_change(self, _change: traitlets.Bunch) -> None:
+        self.redraw()
+
+    def redraw(self) -> None:
+        s = self.state
+        key = (s.layer, s.filter, id(self.top), (s.layer, s.filter) in self._pictures)
+        if self._closed or not self.active or key == self._drawn_key:
+            return
+        self._drawn_key = key
+        self.redraws += 1
+        layer, f = s.layer, s.filter
+        if s.layer_kind() == "input":
+            raise CnnvizError(f"{layer} is the model input: pick a conv or pooling layer to see what a filter "
+                              "looks for")
+        self._draw_crops(layer, f)
+        self._draw_weights(layer, f)
+        picture = self._pictures.get((layer, f))
+        if picture is None:
+            self.optimised.value = b""
+            self.optimised_caption.value = "not made yet"
+        else:
+            self.optimised.value = render.encode_png(picture.image)
+            self.optimised_caption.value = (f"objective {picture.objective:.3g} (start {picture.start:.3g}), "
+                                            f"{picture.steps} steps")
+
+    def _draw_crops(self, layer: str, f: int) -> None:
+        top = self.top
+        scanned = top is not None and layer in top.layers
+        self.scan_box.layout.display = "none" if scanned else None
+        if not scanned:
+            self.title.value = (f"<b>{html.escape(layer)}, filter {f}</b>: no scan of this layer yet. Scan the "
+                                "bundled samples or a folder to see the patches that excite each filter most.")
+            for img, cap, btn in zip(self.crops, self.captions, self.open_buttons, strict=True):
+                img.value, cap.value, btn.disabled = b"", "", True
+            return
+        assert top is not None
+        crops, sources, scores = top.crops(layer, f), top.sources(layer, f), top.scores(layer, f)
+        self.title.value = (f"<b>{html.escape(layer)}, filter {f}</b>: the {len(crops)} image patches of "
+                            f"{len(top.ids)} that excite it most (its receptive field, strongest first)")
+        for i, (img, cap, btn) in enumerate(zip(self.crops, self.captions, self.open_buttons, strict=True)):
+            if i < len(crops):
+                img.value = render.encode_png(_fit(crops[i], _CROP_PX))
+                cap.value = f'<span title="{html.escape(str(sources[i][0]))}">{scores[i]:.3g}</span>'
+                btn.disabled = False
+            else:
+                img.value, cap.value, btn.disabled = b"", "", True
+
+    def _draw_weights(self, layer: str, f: int) -> None:
+        if self.state.layer_kind(layer) != "conv":
+            self.weights.value, self.weights_caption.value = b"", "a pooling layer has no weights"
+            return
+        kernel = self.state.weights(layer)[0][:, :, :, f]  # (kh, kw, C)
+        if kernel.shape[2] == 3 and self.state.previous_layer(layer) == self.state.input_layer:
+            unit, _ = render.normalize(kernel.reshape(*kernel.shape[:2], 3), "symmetric")
+            picture = (unit * 255).astype(np.uint8)  # one colour picture: the filter's colours
+            if self.state.fed_channel_names() == ("B", "G", "R"):
+                picture = picture[..., ::-1]
+            picture = render.scale_up(picture, max(1, 96 // max(kernel.shape[:2])))
+            caption = "the kernel as colours (grey = 0)"
+        else:
+            shown = min(kernel.shape[2], 64)
+            mosaic, _ = render.render_mosaic(kernel, "symmetric", "coolwarm", indices=range(shown))
+            picture = render.scale_up(mosaic.image, max(1, 192 // max(mosaic.image.shape[:2])))
+            caption = f"its kernel slices for {shown} of {kernel.shape[2]} input channels (coolwarm, 0 = white)"
+        self.weights.value = render.encode_png(picture)
+        self.weights_caption.value = caption
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.state.unobserve(self._on_state_change, ["layer", "filter"])
+        close_all(self)
+
+
+def _fit(crop: np.ndarray, side: int) -> np.ndarray:
+    """A crop enlarged (nearest, crisp) or left, so its longer side is about `side`."""
+    factor = max(1, side // max(crop.shape[:2]))
+    return render.scale_up(crop, factor) if factor > 1 else crop
