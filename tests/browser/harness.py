@@ -189,7 +189,15 @@ class NotebookPage:
         """Wait until the notebook's kernel exists and says it is idle (server side, so it works in both apps)."""
         deadline = time.monotonic() + timeout / 1000
         while time.monotonic() < deadline:
-            kernels = self.server.api("kernels")
+            try:
+                kernels = self.server.api("kernels")
+            except urllib.error.HTTPError as err:
+                # jupyter_server answers 500 when a kernel it is listing goes away mid-list (the previous
+                # test's kernel being shut down): ask again.
+                if err.code != 500:
+                    raise
+                time.sleep(0.2)
+                continue
             if kernels and all(k["execution_state"] == "idle" for k in kernels):
                 return
             time.sleep(0.2)
