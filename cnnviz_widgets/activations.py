@@ -16,7 +16,7 @@ import numpy as np
 from ._keras import keras
 from .errors import ImageError, LayerError
 from .memory import DEFAULT_CACHE_BYTES, cache_budget, check_fits
-from .models import ModelGraph
+from .models import ModelGraph, short_list
 
 DEFAULT_BUDGET_BYTES = DEFAULT_CACHE_BYTES
 """The cache's size where memory allows; `memory.cache_budget` gives less on a machine short of memory."""
@@ -117,7 +117,7 @@ class ActivationExtractor:
     def get(self, x: np.ndarray, layer: str, key: str | None = None) -> np.ndarray:
         """(H, W, C) float32 output of `layer` for the prepared input `x` (H, W, C_in)."""
         if layer not in self.layers:
-            raise LayerError(f"{layer} is not among the extracted layers: {', '.join(self.layers)}")
+            raise LayerError(f"{layer} is not among the extracted layers: {short_list(self.layers)}")
         key = key or input_key(x)
         entry = self._cache.get(key)
         if entry is None or layer not in entry:
