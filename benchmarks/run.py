@@ -702,7 +702,7 @@ def bench_browser(quick: bool = False) -> list[Row]:
 # ------------------------------------------------------------------------------------------------ main
 
 GROUPS = ("import", "forward", "widgets", "scaling", "limit", "memory", "binder", "browser", "training",
-          "interactive")
+          "interactive", "looksfor")
 
 
 def machine() -> dict[str, Any]:
@@ -774,6 +774,11 @@ def run(groups: Sequence[str] = GROUPS, quick: bool = False, model: Any = None,
             import interactive
 
             rows += [Row(**row) for row in interactive.bench_interactive(model, quick=quick)]
+        elif group == "looksfor":  # its own module (benchmarks/looksfor.py): issue 15's scan and maximize
+            sys.path.insert(0, str(HERE))
+            import looksfor
+
+            rows += [Row(**row) for row in looksfor.bench_looksfor(model, quick=quick)]
         seconds[group] = time.perf_counter() - t0
     return dict(machine=machine(), load_average_before=load_before, load_average_after=os.getloadavg(),
                 seconds=seconds, elapsed_s=time.perf_counter() - started, quick=quick,

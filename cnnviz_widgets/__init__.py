@@ -57,8 +57,8 @@ _EXPORTS = {
     "top_examples": "scan",
     "TopExamples": "scan",
     "scan_shards": "scan",
-    "maximize": "maximize",
-    "FeatureVisualization": "maximize",
+    "maximize": "maximization",
+    "FeatureVisualization": "maximization",
     "sample_collection": "scan",
     "WhatItLooksFor": "widgets",
 }

@@ -1,4 +1,4 @@
-"""Feature visualisation (cnnviz_widgets.maximize) on a hand-built model whose filter is a known detector."""
+"""Feature visualisation (cnnviz_widgets.maximization) on a hand-built model whose filter is a known detector."""
 
 from __future__ import annotations
 
@@ -83,6 +83,12 @@ def test_cache_cancel_and_progress(state, tmp_path):
     assert (first.from_cache, again.from_cache) == (False, True)
     np.testing.assert_array_equal(first.image, again.image)
     np.testing.assert_array_equal(first.trace, again.trace)
+
+
+def test_the_export_is_the_function_after_the_widgets_import():
+    import cnnviz_widgets.widgets  # noqa: F401  (imports the module that defines it)
+
+    assert cw.maximize.__module__ == "cnnviz_widgets.maximization" and callable(cw.maximize)
 
 
 def test_errors_name_the_bad_value(state):

@@ -5,7 +5,7 @@ The patches come from a scan (`cnnviz_widgets.scan.top_examples`), made once ove
 moving the layer or filter slider only slices and encodes k small crops, at slider speed. Without a scan the
 view offers one over the bundled samples (tiles of them) or over a folder. Clicking "open" under a crop makes
 that image the state's image and marks the unit (`marked`: layer, filter, row and column in the layer's map).
-The optimised picture (`cnnviz_widgets.maximize`) is made on request, then kept for that filter.
+The optimised picture (`cnnviz_widgets.maximization`) is made on request, then kept for that filter.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import traitlets
 
 from .. import render
 from ..errors import CnnvizError
-from ..maximize import maximize
+from ..maximization import maximize
 from ..scan import TopExamples, sample_collection, top_examples
 from ._common import View, as_state, close_all
 
@@ -39,7 +39,7 @@ class WhatItLooksFor(View):
     k
         Patches shown per filter (at most the scan's k).
     maximize_steps, maximize_size
-        Settings of the optimised picture (see `cnnviz_widgets.maximize`).
+        Settings of the optimised picture (see `cnnviz_widgets.maximization`).
     """
 
     marked = traitlets.Tuple(help="(layer, filter, row, col) of the unit whose patch was opened last, in the layer's "
