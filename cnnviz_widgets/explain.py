@@ -253,11 +253,13 @@ def _linear_taps(n_in: int, n_out: int, align_corners: bool) -> tuple[np.ndarray
     return low, np.minimum(low + 1, n_in - 1), pos - low
 
 
-def overlay(picture: np.ndarray, heatmap: np.ndarray, cmap: str = "magma", opacity: float = 0.5) -> np.ndarray:
-    """The picture with a coloured heat map over it: (1 - opacity) * picture + opacity * colour(heatmap).
+def overlay(picture: np.ndarray, heatmap: np.ndarray, cmap: str = "magma", opacity: float = 0.5,
+            weighted: bool = False) -> np.ndarray:
+    """The picture with a coloured heat map over it: (1 - a) * picture + a * colour(heatmap).
 
     picture : (H, W, 3) uint8. heatmap : (H, W) values in [0, 1]. opacity : 0 (the picture) .. 1 (the map).
-    Returns (H, W, 3) uint8.
+    weighted : False, a = opacity everywhere; True, a = opacity * heatmap, so where the map is weak the picture
+    stays clear and only the hot spots are tinted. Returns (H, W, 3) uint8.
     """
     pic = np.asarray(picture)
     heat = np.asarray(heatmap)
@@ -270,7 +272,8 @@ def overlay(picture: np.ndarray, heatmap: np.ndarray, cmap: str = "magma", opaci
     colour = render.apply_colormap(heat, cmap)
     if colour.ndim == 2:  # grey gives one channel
         colour = np.repeat(colour[..., None], 3, axis=2)
-    blend = (1.0 - float(opacity)) * pic.astype(np.float32) + float(opacity) * colour.astype(np.float32)
+    alpha = float(opacity) * heat.astype(np.float32)[..., None] if weighted else np.float32(opacity)
+    blend = (1.0 - alpha) * pic.astype(np.float32) + alpha * colour.astype(np.float32)
     return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
 
 

@@ -143,7 +143,7 @@ def test_image_picker_loads_a_sample(explorer):
 def test_an_upload_that_is_not_an_image_shows_why_and_keeps_the_image(explorer):
     before = explorer.state.image.copy()
     upload(explorer, "notes.txt", b"these are my notes, not a picture")
-    assert 'color: #c62828' in explorer.message.value  # a red line
+    assert 'color: var(--jp-error-color1, #c62828)' in explorer.message.value  # a red line
     assert "could not read an image" in explorer.message.value and "The previous image stays." in explorer.message.value
     np.testing.assert_array_equal(explorer.state.image, before)
     assert explorer.upload.value == ()  # ready for the next file
@@ -157,6 +157,30 @@ def test_an_upload_that_is_not_an_image_shows_why_and_keeps_the_image(explorer):
     assert explorer.message.value == "" and explorer.state.image_name == "photo.png"
     np.testing.assert_array_equal(explorer.state.image, photo)
     assert explorer.image_picker.value is None
+
+
+def test_export_offers_a_download_and_messages_do_not_outlive_their_tab(explorer):
+    import base64
+    import re
+
+    from PIL import Image as PILImage
+
+    upload(explorer, "notes.txt", b"not a picture")
+    assert "could not read an image" in explorer.message.value
+    explorer.tabs.selected_index = 1  # another tab: the upload error was about what happened before
+    assert explorer.message.value == "" and explorer.status.value == ""
+    assert not explorer.export_button.disabled  # the Weights tab has a picture
+    explorer.export_button.click()
+    link = re.search(r'<a download="([^"]+)" href="data:image/png;base64,([^"]+)"', explorer.message.value)
+    assert link and link.group(1) == "cnnviz_Weights_conv_a.png"
+    data = base64.b64decode(link.group(2))
+    assert data == explorer.exported
+    png = PILImage.open(io.BytesIO(data))
+    assert f"{png.width}×{png.height} px" in explorer.message.value
+    assert "conv_a" in png.text["Title"]  # the picture of the open tab, with its title in the metadata
+    layers = list(explorer.tabs.titles).index("Layers")
+    explorer.tabs.selected_index = layers  # a table, no picture: nothing to export
+    assert explorer.export_button.disabled and explorer.message.value == ""
 
 
 def test_status_line_shows_the_forward_pass(explorer):

@@ -32,7 +32,7 @@ from tests.test_images import encode, png_claiming, truncated_png
 from tests.test_widgets_grids import picture
 
 RNG = np.random.default_rng(6)
-ERROR_RED, NOTE_GREY = "color: #c62828", "color: #555"
+ERROR_RED, NOTE_GREY = "color: var(--jp-error-color1, #c62828)", "color: var(--jp-ui-font-color2, #555)"
 
 
 # -- building the odd files ---------------------------------------------------------------------------------

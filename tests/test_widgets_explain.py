@@ -77,7 +77,8 @@ def test_predictions_and_grad_cam_on_vgg16_with_its_classifier(vgg16_full):
     assert result.target == Target("class", top.indices[0]) and result.layer == "block5_conv3"
     assert result.score == "logit"
     np.testing.assert_array_equal(picture(cam.figure),
-                                  overlay(state.model_input.picture, result.heatmap, HEAT_CMAP, 0.5))
+                                  overlay(state.model_input.picture, result.heatmap, HEAT_CMAP, 0.5,
+                                          weighted=True))
     assert [v for _, v in cam.class_picker.options] == [-1, *top.indices]
     predictions.click(3)  # one view sets the class, the other follows through the state
     assert cam.explanation.target == Target("class", top.indices[3]) and cam.class_picker.value == top.indices[3]
@@ -99,7 +100,7 @@ def test_class_activation_map_of_a_filter_without_classifier(vgg_state):
     reference = state.explanation("grad-cam", of="filter")
     np.testing.assert_array_equal(result.heatmap, reference.heatmap)
     np.testing.assert_array_equal(picture(view.figure), overlay(state.model_input.picture, result.heatmap,
-                                                                HEAT_CMAP, 0.5))
+                                                                HEAT_CMAP, 0.5, weighted=True))
     assert "Grad-CAM of block3_conv1 filter 5 on block2_conv2" in view.figure.title.value
     assert view.figure.colorbar_values == (HEAT_CMAP, 0.0, 1.0)
 
@@ -128,8 +129,9 @@ def test_class_activation_map_class_picker_drives_the_state(state):
     view = ClassActivationMap(state, method="saliency", opacity=1.0)
     top = state.predictions(5)
     assert view.explanation.target == Target("class", top.indices[0])
-    np.testing.assert_array_equal(picture(view.figure)[..., :3],
-                                  render.apply_colormap(view.explanation.heatmap, HEAT_CMAP))
+    np.testing.assert_array_equal(picture(view.figure)[..., :3],  # opacity 1 where the map peaks, 0 where it is 0
+                                  overlay(state.model_input.picture, view.explanation.heatmap, HEAT_CMAP, 1.0,
+                                          weighted=True))
     view.class_picker.value = top.indices[1]
     assert state.explained_class == top.indices[1] and view.explanation.target.index == top.indices[1]
     view.class_picker.value = -1

@@ -76,11 +76,35 @@ def test_mosaic_figure_skips_identical_pictures_and_moves_the_outline_alone(rng)
     assert figure.redraws == 2 and figure.image_mark.pixelated  # enlarged on screen: crisp cells
     figure.show(render.tile_maps(np.zeros((300, 300, 4), np.uint8)), title="big")
     assert not figure.image_mark.pixelated  # 601 px shrunk to 416: smoothed
-    assert figure.figure.layout.height == "420px"  # square picture, 2 px margins
+    # the container decides the width; the height follows the picture's aspect (square here), in one CSS rule
+    assert figure.figure.layout.width == "100%" and figure.figure.layout.height is None
+    assert figure.aspect_ratio == pytest.approx(1.0) == figure.figure.max_aspect_ratio
+    assert "aspect-ratio: 1.00000" in figure._size_style.value
+    figure.show(render.tile_maps(np.zeros((10, 40, 1), np.uint8), pad=0), title="wide")
+    assert figure.aspect_ratio == pytest.approx(420 / (round(416 * 10 / 40) + 4))
+    assert f"aspect-ratio: {figure.aspect_ratio:.5f}" in figure._size_style.value
+    assert figure.figure.min_aspect_ratio == figure.figure.max_aspect_ratio == figure.aspect_ratio
     with pytest.raises(CnnvizError, match="one label per tile"):
         figure.show(mosaic, title="t", tooltips=["only one"])
     with pytest.raises(CnnvizError, match="'png' or 'jpeg'"):
         figure.show(mosaic, title="t", fmt="gif")
+
+
+def test_mosaic_figure_encodes_only_pictures_whose_pixels_changed(rng, monkeypatch):
+    figure = MosaicFigure()
+    encoded = []
+    real = render.encode_png
+    monkeypatch.setattr(render, "encode_png", lambda picture, **kw: encoded.append(1) or real(picture, **kw))
+    pixels = rng.integers(0, 256, (4, 4, 4), dtype=np.uint8)
+    figure.show(render.tile_maps(pixels, pad=2), title="t")
+    figure.show(render.tile_maps(pixels.copy(), pad=2), title="another title")  # same pixels, a new array
+    assert len(encoded) == 1 and figure.redraws == 2 and figure.title.value == "<b>another title</b>"
+    changed = pixels.copy()
+    changed[0, 0, 0] ^= 1
+    figure.show(render.tile_maps(changed, pad=2), title="t")
+    assert len(encoded) == 2
+    np.testing.assert_array_equal(picture(figure), render.tile_maps(changed, pad=2).image)
+    figure.close()
 
 
 def test_mosaic_figure_per_map_colorbar_names_its_ends_and_close_closes_everything(rng):
@@ -164,11 +188,11 @@ def test_weight_grid_explains_layers_without_weights(state):
     grid = WeightGrid(state)
     state.layer = "pool_a"
     assert "pool_a (MaxPooling2D) has no weights" in grid.message.value
-    assert grid.figure not in grid.children
+    assert grid.body not in grid.children  # the mosaic (and what is beside it) put away
     state.layer = "pixels"
     assert "pixels (InputLayer) has no weights" in grid.message.value
     state.layer = "conv_b"
-    assert grid.message.value == "" and grid.figure in grid.children
+    assert grid.message.value == "" and grid.body in grid.children and grid.figure in grid.body.children
     assert grid.figure.mosaic.indices == tuple(range(6))
     grid.close()
 
@@ -328,3 +352,65 @@ def test_views_make_their_own_state_from_a_model(tiny_model):
         WeightGrid(tiny_model, page_size=0)
     with pytest.raises(CnnvizError, match="max_tile_px must be an integer >= 1"):
         ActivationGrid(tiny_model, max_tile_px=2.5)
+
+
+def test_activation_grid_shows_the_selected_map_large_and_the_photo(state):
+    grid = ActivationGrid(state)
+    state.filter = 2
+    maps = state.activation().astype(np.float64)
+    lo, hi = maps[..., 2].min(), maps[..., 2].max()  # per map: the large view has its tile's own range
+    expected = np.floor(255 * (maps[..., 2] - lo) / (hi - lo) + 0.5)
+    np.testing.assert_array_equal(picture(grid.detail), expected)
+    assert "channel 2 of conv_a, large" in grid.detail.title.value
+    photo = np.asarray(Image.open(io.BytesIO(grid.photo.value)))
+    np.testing.assert_array_equal(photo, state.model_input.picture)
+    drawn = grid.detail.redraws
+    state.filter = 2  # nothing new: not drawn again
+    assert grid.detail.redraws == drawn
+    state.normalization = "per_layer"  # one range for the layer: the large view keeps the tiles' colours
+    whole_lo, whole_hi = maps.min(), maps.max()
+    expected = np.floor(255 * (maps[..., 2] - whole_lo) / (whole_hi - whole_lo) + 0.5)
+    np.testing.assert_array_equal(picture(grid.detail), expected)
+    grid.close()
+
+
+def test_activation_grid_shows_the_fed_channels_in_one_named_row(vgg_state):
+    grid = ActivationGrid(vgg_state)
+    vgg_state.layer = vgg_state.input_layer
+    mosaic = grid.figure.mosaic
+    assert (mosaic.rows, mosaic.cols) == (1, 3)  # no empty slot
+    assert "tiles: channel 0 (B), channel 1 (G), channel 2 (R)" in grid.figure.title.value
+    grid.close()
+
+
+def test_weight_grid_scales_deep_layers_robustly_and_says_so(vgg_state):
+    grid = WeightGrid(vgg_state)
+    seen = {}
+    for layer in ("block1_conv1", "block5_conv3"):
+        vgg_state.layer = layer
+        magnitude = np.abs(vgg_state.weights(layer)[0])
+        top, p99 = float(magnitude.max()), float(np.percentile(magnitude, 99))
+        robust = top > 3 * p99
+        scale = p99 if robust else top
+        assert grid.figure.colorbar_values == ("coolwarm", pytest.approx(-scale), pytest.approx(scale))
+        assert ("99th percentile of |w|" in grid.figure.title.value) == robust
+        seen[layer] = robust
+    assert seen["block5_conv3"], "a deep VGG16 layer has a few dominant weights: the case this scale is for"
+    grid.close()
+
+
+def test_weight_grid_shows_the_selected_filter_whole_and_picks_a_channel(state):
+    grid = WeightGrid(state)
+    state.layer, state.filter = "conv_b", 4
+    kernel = state.weights("conv_b")[0]
+    scale = float(np.abs(kernel).max())
+    detail = grid.detail.mosaic
+    assert detail.indices == tuple(range(kernel.shape[2]))  # one tile per input channel
+    y0, x0, y1, x1 = detail.tile_box(2)
+    factor = (y1 - y0) // kernel.shape[0]
+    unit = np.clip((kernel[:, :, 2, 4] / scale + 1) / 2, 0, 1)
+    expected = render.scale_up(render.apply_colormap(unit[..., None], "coolwarm"), factor)[..., 0, :]
+    assert np.abs(picture(grid.detail)[y0:y1, x0:x1].astype(int) - expected.astype(int)).max() <= 1
+    grid.detail.click_tile(*divmod(2, detail.cols))  # input channel 2 of filter 4
+    assert state.channel == 2 and grid.detail.highlighted == 2
+    grid.close()

@@ -259,12 +259,13 @@ def test_activation_grid_sorted_by_max_keeps_true_channel_indices(vgg_state):
         state.filter = ranking[100]  # its page follows the sorted position
         assert grid.page == 1 and grid.figure.mosaic.indices == tuple(ranking[64:128])
         assert grid.page_label.value == "channels ranked 65–128 of 256"
-        grid.page = 2  # the selection moves to the same place on the picked page
-        assert state.filter == ranking[128 + 100 % 64]
+        grid.page = 2  # the page turns; the selection stays (paging never changes what other views show)
+        assert state.filter == ranking[100] and grid.figure.mosaic.indices == tuple(ranking[128:192])
+        assert grid.page_label.value == "channels ranked 129–192 of 256 · channel " f"{ranking[100]} is on page 2"
 
         state.channel_order = "index"  # back to index order: the selection stays, its page shows
         page = state.filter // 64
-        assert state.filter == ranking[128 + 100 % 64] and grid.page == page
+        assert state.filter == ranking[100] and grid.page == page
         assert grid.figure.mosaic.indices == tuple(range(64 * page, 64 * page + 64))
     finally:
         state.channel_order = "index"

@@ -15,6 +15,36 @@ from ..errors import CnnvizError
 from ..state import ModelState
 
 _log = logging.getLogger("cnnviz_widgets")
+
+# The look of every view, in one place. Colours come from JupyterLab's theme variables, so light and dark
+# themes need no code of their own; the fallbacks serve front ends without them (Voila's plain template).
+THEME_CSS = """
+.cnnviz-explorer, .cnnviz-explorer .widget-label, .cnnviz-explorer .widget-readout,
+.cnnviz-mosaic-title, .cnnviz-view-message, .cnnviz-header { color: var(--jp-ui-font-color1, #212121); }
+.cnnviz-status { color: var(--jp-ui-font-color2, #616161); }
+.cnnviz-tabs .lm-TabBar-content { flex-wrap: wrap; }
+.cnnviz-tabs .lm-TabBar-tab { flex: 0 0 auto !important; min-width: max-content !important;
+                              max-width: none !important; }
+.cnnviz-tabs > .lm-TabBar, .cnnviz-tabs > .p-TabBar { height: auto !important; overflow: visible !important; }
+.cnnviz-index-controls, .cnnviz-display-controls, .cnnviz-view-controls { flex-wrap: wrap; column-gap: 16px;
+                                                                          row-gap: 4px; }
+.cnnviz-explorer .widget-readout { overflow: visible; min-width: max-content; }
+.cnnviz-index-controls > .widget-slider { flex: 1 1 280px; width: auto; min-width: 240px; max-width: 560px; }
+.cnnviz-display-controls > .widget-dropdown { flex: 1 1 200px; width: auto; min-width: 180px; max-width: 320px; }
+.cnnviz-explorer .jupyter-button, .cnnviz-explorer .widget-upload { width: auto; min-width: max-content;
+                                                                    padding: 0 10px; }
+.cnnviz-mosaic-title .widget-html-content { white-space: normal; line-height: 1.35; }
+.cnnviz-message, .cnnviz-status { min-height: 22px; }
+.cnnviz-download { color: var(--jp-content-link-color, #1976d2); }
+.cnnviz-compare-sides, .cnnviz-grid-body { column-gap: 24px; }
+"""
+
+
+def stylesheet() -> ipywidgets.HTML:
+    """A hidden widget carrying `THEME_CSS` (a <style> applies wherever it sits in the page)."""
+    style = ipywidgets.HTML(f"<style>{THEME_CSS}</style>", layout=ipywidgets.Layout(display="none"))
+    style.add_class("cnnviz-stylesheet")
+    return style
 _PROBLEM_CHARS = 300  # a reason is one sentence: a longer message (a Keras dump) is cut
 
 
@@ -68,7 +98,7 @@ class View(ipywidgets.VBox):
         if len(text) > _PROBLEM_CHARS:
             text = text[: _PROBLEM_CHARS - 1].rstrip() + "…"
         message = self._problem_line()
-        message.value = f'<span style="color: #a33">{html.escape(text)}</span>'
+        message.value = f'<span style="color: var(--jp-error-color1, #a33)">{html.escape(text)}</span>'
         self._problem_html = message.value
         controls = getattr(self, "controls", None)
         for child in tuple(self.children):

@@ -129,7 +129,8 @@ class FilterEffect(View):
             self._show_message_only(str(err))
             return
         self.breakdown = breakdown
-        self.message.value = f'<span style="color: #a33">{html.escape(problem)}</span>' if problem else ""
+        self.message.value = (f'<span style="color: var(--jp-error-color1, #a33)">{html.escape(problem)}</span>'
+                              if problem else "")
         show_child(self, self.figures, True)
         self.heading.value = self._heading(breakdown)
         self._draw(breakdown)
@@ -215,7 +216,7 @@ class FilterEffect(View):
         self.breakdown = None
         self.heading.value = ""
         show_child(self, self.figures, False)
-        self.message.value = f'<span style="color: #555">{html.escape(text)}</span>'
+        self.message.value = f'<span style="color: var(--jp-ui-font-color2, #555)">{html.escape(text)}</span>'
 
     # -- events ----------------------------------------------------------------------------------------
 

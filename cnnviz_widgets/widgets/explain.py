@@ -88,7 +88,7 @@ class _StateView(View):
             self._show_message(str(err))
 
     def _show_message(self, text: str) -> None:
-        self.message.value = f'<span style="color: #555">{html.escape(text)}</span>'
+        self.message.value = f'<span style="color: var(--jp-ui-font-color2, #555)">{html.escape(text)}</span>'
         self._hide(True)
 
     def _hide(self, hidden: bool) -> None:
@@ -249,11 +249,13 @@ class ClassActivationMap(_StateView):
                                       layout=ipywidgets.Layout(width="220px",
                                                                display=None if has_classes else "none"))
         self.class_picker = ipywidgets.Dropdown(options=[("top prediction", -1)], value=-1, description="class",
-                                                layout=ipywidgets.Layout(width="300px"))
+                                                layout=ipywidgets.Layout(width="300px",
+                                                                         display=None if has_classes else "none"))
         self.class_picker.add_class("cnnviz-class-picker")
         self.layer_picker = ipywidgets.Dropdown(
-            options=[("last conv layer", "")] + [(n, n) for n in state.explainer.conv_layers()], value="",
+            options=[("automatic", "")] + [(n, n) for n in state.explainer.conv_layers()], value="",
             description="Grad-CAM layer", style={"description_width": "initial"},
+            tooltip="automatic: the last conv layer (with a classifier), or the last one before the filter's layer",
             layout=ipywidgets.Layout(width="300px"))
         self.opacity = ipywidgets.FloatSlider(value=float(opacity), min=0.0, max=1.0, step=0.05,
                                               description="opacity", readout_format=".2f")
@@ -301,7 +303,8 @@ class ClassActivationMap(_StateView):
         self.explanation = result
         self.layer_picker.layout.display = None if result.method == "grad-cam" else "none"
         self._sync_class_picker()
-        self.message.value = (f'<span style="color: #a33">{html.escape(result.note)}</span>' if result.note else "")
+        self.message.value = (f'<span style="color: var(--jp-error-color1, #a33)">{html.escape(result.note)}'
+                              '</span>' if result.note else "")
         self._hide(False)
         self._draw_picture()
 
@@ -313,7 +316,9 @@ class ClassActivationMap(_StateView):
         if key == self._picture_key:
             return
         self._picture_key = key
-        picture = overlay(self.state.model_input.picture, result.heatmap, HEAT_CMAP, self.opacity.value)
+        # weighted: weak areas keep the photo clear, hot spots stand out (a flat tint hides the photo)
+        picture = overlay(self.state.model_input.picture, result.heatmap, HEAT_CMAP, self.opacity.value,
+                          weighted=True)
         mosaic = render.tile_maps(picture[:, :, None, :], pad=0)
         classifier = self.state.explainer.classifier if result.target.kind == "class" else None
         what = result.target.words(classifier)
@@ -327,9 +332,9 @@ class ClassActivationMap(_StateView):
             title = f"saliency of {what}: |d {result.score} / d pixel|, largest over the colours · over {image}"
         peak = format_number(float(result.raw.max()))
         tip = f"{_METHOD_WORDS[result.method]} of {what}: {result.score} {value}, peak {peak}"
+        caption = f"share of the map's peak (the weaker, the clearer the photo); opacity {self.opacity.value:.2f}"
         self.figure.show(mosaic, title=title, tooltips=[tip], colorbar=(HEAT_CMAP, 0.0, 1.0),
-                         colorbar_ends=("none", "most"), colorbar_label=f"share of the map's peak; opacity "
-                                                                        f"{self.opacity.value:.2f}")
+                         colorbar_ends=("none", "most"), colorbar_label=caption)
 
     def _sync_class_picker(self) -> None:
         """The class picker lists the top predictions (and the explained class) and shows the explained one."""
@@ -397,11 +402,18 @@ class CompareImages(_StateView):
         self.value_range: tuple[float, float] | None = None
         self.picker = ipywidgets.Dropdown(options=images.sample_names(), value=None, description="other image")
         self.picker.add_class("cnnviz-compare-picker")
-        self.thumbs = [ipywidgets.Image(format="png", layout=ipywidgets.Layout(width=f"{_THUMB_PX}px"))
+        # Both thumbnails in boxes of one height, so the maps below them start level; never empty (an empty
+        # Image shows the browser's broken-image icon while the other image runs).
+        self.thumbs = [ipywidgets.Image(value=render.encode_png(state.model_input.picture), format="png",
+                                        layout=ipywidgets.Layout(height=f"{_THUMB_PX}px", width="auto",
+                                                                 max_width="100%", object_fit="contain",
+                                                                 object_position="left"))
                        for _ in range(2)]
         self.figures = [MosaicFigure(css_class=f"{css_class}-{side}", width_px=width_px) for side in ("left", "right")]
-        self.sides = ipywidgets.HBox([ipywidgets.VBox([thumb, figure])
-                                      for thumb, figure in zip(self.thumbs, self.figures, strict=True)])
+        self.sides = ipywidgets.HBox([ipywidgets.VBox([thumb, figure], layout=ipywidgets.Layout(flex="1 1 0%"))
+                                      for thumb, figure in zip(self.thumbs, self.figures, strict=True)],
+                                     layout=ipywidgets.Layout(width="100%"))
+        self.sides.add_class("cnnviz-compare-sides")
         super().__init__(state, [self.picker, self.sides], css_class,
                          ["image", "layer", "filter", "normalization", "colormap"], active)
         self._parts = [self.picker, *self.thumbs, *self.figures, *self.sides.children, self.sides]
@@ -479,4 +491,5 @@ class CompareImages(_StateView):
         try:
             self.set_other_image(change["new"])
         except CnnvizError as err:  # the previous image stays, and so does its picture
-            self.message.value = f'<span style="color: #a33">{html.escape(str(err))} The previous image stays.</span>'
+            self.message.value = (f'<span style="color: var(--jp-error-color1, #a33)">{html.escape(str(err))} '
+                                  'The previous image stays.</span>')

@@ -6,19 +6,24 @@ The controls are linked both ways to the state's traits, so moving a slider, cli
 
 from __future__ import annotations
 
+import base64
 import html
+import io
+import re
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import ipywidgets
+import PIL.Image
 import traitlets
 
 from .. import images, render
 from ..errors import CnnvizError, CnnvizWarning
-from ..export import export_png
+from ..export import export_png, figures_of
 from ..state import ModelState
-from ._common import close_all
+from ._common import close_all, stylesheet
 from .effect import FilterEffect
 from .explain import ClassActivationMap, CompareImages, Predictions
 from .grids import ActivationGrid, WeightGrid
@@ -64,7 +69,7 @@ class Explorer(ipywidgets.VBox):
         self.header = _with_class(ipywidgets.HTML(""), "cnnviz-header")
         self.layer_slider = _with_class(ipywidgets.SelectionSlider(
             options=state.layers, value=state.layer, description="layer", continuous_update=True,
-            layout=ipywidgets.Layout(width="420px")), "cnnviz-layer-slider")
+            style={"description_width": "initial"}), "cnnviz-layer-slider")
         self.channel_slider = _index_slider("channel", state.channel, state.n_channels() - 1)
         self.filter_slider = _index_slider("filter", state.filter, state.n_filters() - 1)
         self.image_picker = _with_class(ipywidgets.Dropdown(
@@ -105,7 +110,9 @@ class Explorer(ipywidgets.VBox):
         self.tabs = _with_class(ipywidgets.Tab(children=self._tab_pages, titles=tuple(views)), "cnnviz-tabs")
         self.export_button = _with_class(ipywidgets.Button(
             description="Export PNG", icon="download",
-            tooltip="save the open tab's picture as a PNG in the current folder"), "cnnviz-export-button")
+            tooltip="make a PNG of the open tab's pictures, large enough for slides, and offer it for download"),
+            "cnnviz-export-button")
+        self.exported: bytes | None = None  # the last PNG made by the export button
         self.export_button.on_click(self._on_export)
 
         for trait, control in (("layer", self.layer_slider), ("channel", self.channel_slider),
@@ -126,7 +133,9 @@ class Explorer(ipywidgets.VBox):
                                          self.normalization_picker, self.export_button]), "cnnviz-display-controls"),
         ])
         self.controls.add_class("cnnviz-controls")
-        super().__init__(children=[self.header, self.controls, self.message, self.tabs, self.status])
+        self.stylesheet = stylesheet()
+        super().__init__(children=[self.stylesheet, self.header, self.controls, self.message, self.tabs,
+                                   self.status])
         self.add_class("cnnviz-explorer")
         self._on_tab_change(None)
         self._on_layer_change(None)
@@ -180,6 +189,11 @@ class Explorer(ipywidgets.VBox):
             page.children = (view,) if index == selected else ()
             if hasattr(view, "active"):
                 view.active = index == selected
+        # what the message and status lines said was about the tab left behind
+        self.message.value = ""
+        if not self.state.busy:
+            self.status.value = ""
+        self.export_button.disabled = not figures_of(self.views[selected])
 
     def _replace_slider(self, trait: str, highest: int) -> None:
         """A new slider for `trait` with maximum `highest`, in place of the old one.
@@ -250,22 +264,32 @@ class Explorer(ipywidgets.VBox):
             text = str(error).rstrip()
             self._show_error(f"{text}{'' if text.endswith('.') else '.'} The previous image stays.")
         elif notes:
-            self.message.value = f'<span style="color: #555">{html.escape(" ".join(notes))}</span>'
+            self.message.value = (f'<span style="color: var(--jp-ui-font-color2, #555)">'
+                                  f'{html.escape(" ".join(notes))}</span>')
         else:
             self.message.value = ""
 
     def _on_export(self, _button: ipywidgets.Button) -> None:
         view = self.current_view
-        path = Path.cwd() / f"cnnviz_{type(view).__name__}_{self.state.layer.replace('/', '_')}.png"
+        tab = self.tabs.titles[self.tabs.selected_index or 0]
+        name = re.sub(r"[^A-Za-z0-9]+", "_", f"cnnviz {tab} {self.state.layer}").strip("_") + ".png"
         try:
-            export_png(view, path, state=self.state)
+            with tempfile.TemporaryDirectory() as folder:  # the browser gets the file, the server keeps none
+                data = export_png(view, Path(folder) / name, state=self.state).read_bytes()
         except CnnvizError as error:
             self._show_error(str(error))
             return
-        self.message.value = f"saved {html.escape(str(path))} (the code that rebuilds it is in its metadata)"
+        self.exported = data
+        width, height = PIL.Image.open(io.BytesIO(data)).size
+        href = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        # A link with `download` saves the file in the browser: the kernel's folder may be on another machine.
+        self.message.value = (f'<a download="{name}" href="{href}" class="cnnviz-download" style="color: '
+                              f'var(--jp-content-link-color, #1976d2); text-decoration: underline">Download '
+                              f'{html.escape(name)}</a> ({width}×{height} px; the Python that rebuilds it is in '
+                              "its metadata)")
 
     def _show_error(self, text: str) -> None:
-        self.message.value = f'<span style="color: #c62828">{html.escape(text)}</span>'
+        self.message.value = f'<span style="color: var(--jp-error-color1, #c62828)">{html.escape(text)}</span>'
 
     # -- lifetime --------------------------------------------------------------------------------------
 
@@ -298,8 +322,9 @@ def _index_slider(trait: str, value: int, highest: int) -> ipywidgets.IntSlider:
     words = {"channel": "input channel", "filter": "filter"}[trait]
     slider = ipywidgets.IntSlider(
         value=value, min=0, max=highest, description=words, continuous_update=True,
-        style={"description_width": "initial"}, layout=ipywidgets.Layout(margin="0 0 0 24px"),
-        tooltip=f"{words}: drag the handle, or click it and use the arrow keys, PageUp/PageDown and Home/End")
+        style={"description_width": "initial"},
+        tooltip=f"{words}: drag the handle, or click it and use the arrow keys, PageUp/PageDown and Home/End "
+                "(Notebook 7 keeps the arrow keys for moving between cells: there, drag or click on the track)")
     return _with_class(slider, f"cnnviz-{trait}-slider")
 
 

@@ -11,6 +11,7 @@ outline.
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Callable
 from typing import Any
@@ -27,12 +28,10 @@ from .mosaic import MosaicFigure
 _KERNEL_TILE_PX = 24  # a 3×3 kernel is sent as 24×24 px of crisp cells rather than blurred by the browser
 _WEIGHT_PAD, _WEIGHT_PAD_GREY = 2, 64  # dark gaps: white is a zero weight in coolwarm, mid grey in RGB view
 _WEIGHT_CMAP = "coolwarm"  # diverging: negative blue, zero white, positive red
-
-
-
-
-
-
+ROBUST_PERCENTILE, ROBUST_FACTOR = 99.0, 3.0
+"""A layer's weights are scaled to the 99th percentile of |w| when their largest |w| is over 3 times it."""
+DETAIL_SIDE = 256
+"""Longest side, in pixels, of the large view of the selected activation map (larger maps are pooled)."""
 
 
 class _PagedMosaicView(View):
@@ -64,7 +63,11 @@ class _PagedMosaicView(View):
         self.page_slider.observe(self._on_page_slider, "value")
         self.controls = ipywidgets.HBox([self.page_slider, self.page_label, *self._extra_controls()])
         self.controls.add_class("cnnviz-view-controls")
-        super().__init__(children=[self.controls, self.message, self.figure])
+        # the mosaic and, beside it, what a subclass shows of the selection (see `_side_parts`)
+        self.body = ipywidgets.HBox([self.figure, *self._side_parts(css_class)],
+                                    layout=ipywidgets.Layout(width="100%", align_items="flex-start"))
+        self.body.add_class("cnnviz-grid-body")
+        super().__init__(children=[self.controls, self.message, self.body])
         self.add_class(css_class)
         self._observe_state(self._on_state_change, list(self._observed_traits))
         self._sync()
@@ -73,6 +76,13 @@ class _PagedMosaicView(View):
 
     def _extra_controls(self) -> list[ipywidgets.Widget]:
         return []
+
+    def _side_parts(self, css_class: str) -> list[ipywidgets.Widget]:
+        """Widgets shown to the right of the mosaic (none here)."""
+        return []
+
+    def _draw_side(self) -> None:
+        """Bring the side parts up to date with the selection (called after each sync that shows the mosaic)."""
 
     def _tile_count(self) -> int | None:
         """How many tiles the current layer has, or None when there is nothing to draw (see `_message`)."""
@@ -175,12 +185,13 @@ class _PagedMosaicView(View):
                 self.page_slider.layout.display = None if pages > 1 else "none"
                 self.page_label.value = f"{self._tile_word}s {which}" if pages > 1 else ""
             self.message.value = self._message()
-            show_child(self, self.figure, True)
+            show_child(self, self.body, True)
             key = (*self._picture_key(), self.page)
             if key != self._drawn_key:
                 self._draw(shown)
                 self._drawn_key = key
             self.figure.highlight(self.state.filter)
+            self._draw_side()
         finally:
             self._syncing = False
 
@@ -192,8 +203,8 @@ class _PagedMosaicView(View):
         self.page = 0
         self.page_slider.layout.display = "none"
         self.page_label.value = ""
-        show_child(self, self.figure, False)
-        self.message.value = f'<span style="color: #555">{self._message()}</span>'
+        show_child(self, self.body, False)
+        self.message.value = f'<span style="color: var(--jp-ui-font-color2, #555)">{self._message()}</span>'
         self._drawn_key = None
 
     def close(self) -> None:
@@ -204,7 +215,8 @@ class _PagedMosaicView(View):
         for handler, names in self._state_handlers:
             self.state.unobserve(handler, names)
         self._state_handlers.clear()
-        for child in (self.figure, self.message, self.page_slider, self.page_label, self.controls,
+        for child in (self.figure, *self.body.children, self.body, self.message, self.page_slider, self.page_label,
+                      self.controls,
                       *self._extra_controls_built()):
             child.close()
         super().close()
@@ -290,7 +302,22 @@ class WeightGrid(_PagedMosaicView):
             magnitude = np.abs(kernel)
             per_channel = magnitude.max(axis=(0, 1, 3))  # for the RGB view: each colour scaled on its own
             self._kernel_cache = (layer, kernel, bias, float(per_channel.max()), per_channel)
+            self._robust = float(np.percentile(magnitude, ROBUST_PERCENTILE))
         return self._kernel_cache[1:]
+
+    def weight_scale(self) -> tuple[float, str]:
+        """Half width of the symmetric colour range of the current layer's weights, and that said in words.
+
+        The largest |w| unless a few weights are much larger than the rest (max > `ROBUST_FACTOR` × the
+        `ROBUST_PERCENTILE`th percentile of |w|, typical of deep layers, whose tiles would otherwise look
+        blank): then that percentile, and the few larger weights show at full colour.
+        """
+        _, _, magnitude, _ = self._kernel()
+        if self._robust > 0 and magnitude > ROBUST_FACTOR * self._robust:
+            return self._robust, (f"symmetric, ±{format_number(self._robust)} = the {ROBUST_PERCENTILE:g}th "
+                                  f"percentile of |w| (the largest, {format_number(magnitude)}, would leave "
+                                  "the tiles blank; larger weights show at full colour)")
+        return _nonzero(magnitude), f"symmetric over all {self.state.layer} kernels"
 
     def channel_meaning(self, channel: int | None = None) -> str:
         """Words for input channel `channel` (default `state.channel`) of the current layer's filters."""
@@ -317,7 +344,7 @@ class WeightGrid(_PagedMosaicView):
         return order, words
 
     def _draw(self, shown: list[int]) -> None:
-        kernel, bias, magnitude, per_channel = self._kernel()
+        kernel, bias, _, per_channel = self._kernel()
         first, last = shown[0], shown[-1] + 1
         layer, n = self.state.layer, kernel.shape[3]
         factor = max(1, math.ceil(_KERNEL_TILE_PX / max(kernel.shape[:2])))
@@ -333,13 +360,13 @@ class WeightGrid(_PagedMosaicView):
             colorbar = None
         else:
             channel = self.state.channel
-            unit, _ = render.normalize(kernel[:, :, channel, first:last], "symmetric",
-                                       value_range=(-_nonzero(magnitude), _nonzero(magnitude)))
+            scale, scale_words = self.weight_scale()
+            unit, _ = render.normalize(kernel[:, :, channel, first:last], "symmetric", value_range=(-scale, scale))
             tiles = render.apply_colormap(unit, _WEIGHT_CMAP)
             slices = kernel[:, :, channel, first:last]
             title = (f"{layer} filters at input channel {channel} ({self.channel_meaning(channel)}) · "
-                     f"{page_words} · symmetric over all {layer} kernels")
-            colorbar = (_WEIGHT_CMAP, -_nonzero(magnitude), _nonzero(magnitude))
+                     f"{page_words} · {scale_words}")
+            colorbar = (_WEIGHT_CMAP, -scale, scale)
         mosaic = render.tile_maps(render.scale_up(tiles, factor), indices=shown, pad=_WEIGHT_PAD,
                                   pad_value=_WEIGHT_PAD_GREY)
         flat = slices.reshape(-1, last - first)
@@ -348,6 +375,40 @@ class WeightGrid(_PagedMosaicView):
                     for i, lo, hi in zip(shown, lows, highs, strict=True)]
         self.figure.show(mosaic, title=title, tooltips=tooltips, colorbar=colorbar, colorbar_label="weight",
                          highlight=self.state.filter)
+
+    def _side_parts(self, css_class: str) -> list[ipywidgets.Widget]:
+        # Beside the grid: the selected filter whole, its kernel for every input channel; a click there picks
+        # that input channel.
+        self._side_key: tuple | None = None
+        self.detail = MosaicFigure(css_class=f"{css_class}-detail", width_px=200, colorbar=False)
+        self.detail.on_tile_click(self._on_channel_click)
+        self.detail.layout.flex = "2 1 0%"
+        self.figure.layout.flex = "3 1 0%"
+        return [self.detail]
+
+    def _on_channel_click(self, channel: int) -> None:
+        self.state.channel = channel
+
+    def _draw_side(self) -> None:
+        state = self.state
+        key = (state.layer, state.filter, state.channel, self._rgb_shown())
+        if key == self._side_key:
+            return
+        kernel, _, _, _ = self._kernel()
+        f, n_in = state.filter, kernel.shape[2]
+        shown = list(range(min(n_in, self.page_size)))
+        scale, _ = self.weight_scale()
+        factor = max(1, math.ceil(_KERNEL_TILE_PX / max(kernel.shape[:2])))
+        unit, _ = render.normalize(kernel[:, :, shown, f], "symmetric", value_range=(-scale, scale))
+        tiles = render.scale_up(render.apply_colormap(unit, _WEIGHT_CMAP), factor)
+        mosaic = render.tile_maps(tiles, indices=shown, pad=_WEIGHT_PAD, pad_value=_WEIGHT_PAD_GREY)
+        which = f"all {n_in}" if len(shown) == n_in else f"the first {len(shown)} of {n_in}"
+        tooltips = [f"input channel {c}: min {format_number(float(kernel[:, :, c, f].min()))}, "
+                    f"max {format_number(float(kernel[:, :, c, f].max()))}" for c in shown]
+        self.detail.show(mosaic, title=f"filter {f} whole: its kernel for {which} input channels "
+                                       "(click one to pick it)", tooltips=tooltips,
+                         highlight=state.channel)
+        self._side_key = key
 
 
 class ActivationGrid(_PagedMosaicView):
@@ -384,6 +445,50 @@ class ActivationGrid(_PagedMosaicView):
 
     def _tile_count(self) -> int | None:
         return self.state.n_filters()
+
+    def _side_parts(self, css_class: str) -> list[ipywidgets.Widget]:
+        # What CNN Explainer and TensorBoard give beside the grid: the selected map large, and the photo fed.
+        self._side_key: tuple | None = None
+        self._photo_input: Any = None
+        self._page_range: tuple[float, float] | None = None
+        self.detail = MosaicFigure(css_class=f"{css_class}-detail", width_px=200, colorbar=False,
+                                   hover_labels=False)
+        self.photo_caption = ipywidgets.HTML("")
+        self.photo_caption.add_class("cnnviz-mosaic-title")
+        self.photo = ipywidgets.Image(value=render.encode_png(np.full((1, 1, 3), 255, np.uint8)), format="png",
+                                      layout=ipywidgets.Layout(width="100%", max_height="32vh", object_fit="contain",
+                                                               object_position="left top"))
+        self.photo.add_class(f"{css_class}-photo")
+        self.side = ipywidgets.VBox([self.detail, self.photo_caption, self.photo],
+                                    layout=ipywidgets.Layout(flex="2 1 0%", min_width="200px"))
+        self.figure.layout.flex = "3 1 0%"
+        return [self.side]
+
+    def _draw_side(self) -> None:
+        state = self.state
+        f = state.filter
+        key = (self._drawn_key, f)
+        if key == self._side_key:
+            return
+        maps = state.activation()
+        mode = state.normalization
+        # the page's range where the whole layer shares one (the tile and the large view then match); per map
+        # the large view takes its own map's range, like its tile
+        value_range = None if mode == "per_map" else self._page_range
+        mosaic, ranges = render.render_mosaic(maps, "per_map" if value_range is None else mode, state.colormap,
+                                              max_side=DETAIL_SIDE, indices=[f], pad=0, value_range=value_range)
+        height, width = maps.shape[:2]
+        lo, hi = float(ranges[0, 0]), float(ranges[0, 1])
+        self.detail.show(mosaic, title=f"{self.channel_label(f)} of {state.layer}, large ({width}×{height}; "
+                                       f"{format_number(lo)} .. {format_number(hi)})",
+                         tooltips=[f"{self.channel_label(f)}: {format_number(lo)} .. {format_number(hi)}"])
+        if self._photo_input is not state.model_input:
+            self._photo_input = state.model_input
+            picture = state.model_input.picture
+            self.photo.value = render.encode_png(picture)
+            self.photo_caption.value = (f"<b>the input: {html.escape(state.image_name or 'the image')} "
+                                        f"({picture.shape[1]}×{picture.shape[0]} as fed)</b>")
+        self._side_key = key
 
     def _picture_key(self) -> tuple:
         # id() of the prepared input names the image; holding the object keeps that id from being reused
@@ -429,7 +534,10 @@ class ActivationGrid(_PagedMosaicView):
         state = self.state
         maps = state.activation()
         mode, cmap = state.normalization, state.colormap
-        mosaic, ranges = render.render_mosaic(maps, mode, cmap, max_side=self.max_tile_px, indices=shown)
+        # the fed input's few channels in one row (no empty slot), named in the title
+        cols = len(shown) if state.layer == state.input_layer and len(shown) <= 4 else None
+        mosaic, ranges = render.render_mosaic(maps, mode, cmap, max_side=self.max_tile_px, indices=shown, cols=cols)
+        self._page_range = (float(ranges[0, 0]), float(ranges[0, 1]))
         lows, highs = self._map_extremes(maps)
         tooltips = [f"{self.channel_label(i)}: min {format_number(lows[i])}, max {format_number(highs[i])}"
                     for i in shown]
@@ -441,6 +549,8 @@ class ActivationGrid(_PagedMosaicView):
                  f"{self.page * self.page_size + len(shown)}")
         title = (f"{layer} {what} for {state.image_name or 'the image'} · {width}×{height} maps · "
                  f"{which} · {mode.replace('_', ' ')}")
+        if layer == state.input_layer:  # say which colour each tile is: channel 0 is not red after caffe
+            title += " · tiles: " + ", ".join(self.channel_label(i) for i in shown)
         if mode == "per_map":
             self.figure.show(mosaic, title=title, tooltips=tooltips, colorbar=(cmap, 0.0, 1.0),
                              colorbar_ends=("tile min", "tile max"),

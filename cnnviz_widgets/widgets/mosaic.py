@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,12 +20,15 @@ import numpy as np
 
 from .. import render
 from ..errors import CnnvizError
-from ._common import close_all
+from ._common import THEME_CSS, close_all
 
 _MARGIN = dict(top=2, bottom=2, left=2, right=2)  # no axes on the mosaic: keep the picture edge to edge
-_COLORBAR_HEIGHT_PX = 62  # strip + tick labels underneath
-_COLORBAR_MARGIN = dict(top=4, bottom=30, left=34, right=34)  # room for end labels ("tile max")
+_COLORBAR_HEIGHT_PX = 74  # strip + tick labels + caption underneath
+_COLORBAR_MARGIN = dict(top=4, bottom=48, left=40, right=40)  # room for end labels ("tile max") and the caption
+_COLORBAR_LABEL_OFFSET = "36px"  # the caption below the tick labels, not on them
 _HIGHLIGHT_COLOR = "#ff7f0e"  # orange: stands out on grey, coolwarm, viridis and magma alike
+_MAX_HEIGHT = "72vh"  # a tall picture stops growing here, so the whole of it fits on the screen
+_figure_ids = itertools.count()
 
 
 class MosaicFigure(ipywidgets.VBox):
@@ -36,7 +40,9 @@ class MosaicFigure(ipywidgets.VBox):
         Added to the root box (browser tests find the view by it); the parts get "cnnviz-mosaic-title",
         "cnnviz-mosaic-figure" and "cnnviz-colorbar".
     width_px
-        Width of the figure in the page; its height follows the mosaic's aspect ratio.
+        Smallest width of the figure in the page. It grows with its container (the notebook cell, the tab, its
+        share of a row) as long as the whole picture fits in ~3/4 of the window's height; its height always
+        follows the picture's aspect ratio (one CSS rule, see `aspect_ratio`).
     colorbar
         Whether a colour bar may be shown (it is drawn only when `show` gets one).
     """
@@ -48,6 +54,13 @@ class MosaicFigure(ipywidgets.VBox):
         self.redraws = 0
         self._click_callbacks: list[Callable[[int], None]] = []
         self._last_drawn: tuple | None = None  # what the browser shows now, to skip identical redraws
+        self._last_pixels: tuple[np.ndarray, str, bytes] | None = None  # (picture, format, its encoding)
+        self.aspect_ratio = 1.0
+        self._size_class = f"cnnviz-fig-{next(_figure_ids)}"
+        # The figure's size lives in one CSS rule: width of its container, height from the picture's aspect
+        # ratio, no taller than _MAX_HEIGHT. An ipywidgets Layout has no aspect-ratio, a <style> can.
+        self._size_style = ipywidgets.HTML("", layout=ipywidgets.Layout(display="none"))
+        self._size_style.add_class("cnnviz-size-style")
 
         self.title = ipywidgets.HTML("")
         self.title.add_class("cnnviz-mosaic-title")
@@ -71,29 +84,33 @@ class MosaicFigure(ipywidgets.VBox):
             marks=[self.image_mark, self._outline, *([self._hover_marks] if hover_labels else [])], axes=[],
             fig_margin=dict(_MARGIN), display_toolbar=False,  # its pan/zoom would take over tile clicks
             padding_x=0.0, padding_y=0.0, min_aspect_ratio=0.01, max_aspect_ratio=100.0,
-            layout=ipywidgets.Layout(width=f"{self.width_px}px", height=f"{self.width_px}px"),
+            layout=ipywidgets.Layout(width="100%", min_width=f"{self.width_px}px"),
         )
         self.figure.add_class("cnnviz-mosaic-figure")
+        self.figure.add_class(self._size_class)
+        self._set_aspect(1.0)
 
         self._colorbar_figure: bqplot.Figure | None = None
         self._colorbar_cmap: str | None = None
-        children: list[ipywidgets.Widget] = [self.title, self.figure]
+        children: list[ipywidgets.Widget] = [self._size_style, self.title, self.figure]
         if colorbar:
             self._bar_scale = bqplot.LinearScale(min=0.0, max=1.0, allow_padding=False)
             self._bar_mark = bqplot.Image(image=_blank_image(), x=[0, 1], y=[0, 1],
                                           scales={"x": self._bar_scale, "y": bqplot.LinearScale(min=0, max=1)})
             self._bar_axis = bqplot.Axis(scale=self._bar_scale, side="bottom",
-                                         grid_lines="none", tick_format=".3~g")
+                                         grid_lines="none", tick_format=".3~g", label_offset=_COLORBAR_LABEL_OFFSET)
             self._colorbar_figure = bqplot.Figure(
                 marks=[self._bar_mark], axes=[self._bar_axis], fig_margin=dict(_COLORBAR_MARGIN),
                 display_toolbar=False,
                 padding_x=0.0, padding_y=0.0, min_aspect_ratio=0.01, max_aspect_ratio=100.0,
-                layout=ipywidgets.Layout(width=f"{self.width_px}px", height=f"{_COLORBAR_HEIGHT_PX}px"),
+                layout=ipywidgets.Layout(width="100%", max_width=f"calc({_MAX_HEIGHT} * 2)",
+                                         min_width=f"{self.width_px}px", height=f"{_COLORBAR_HEIGHT_PX}px"),
             )
             self._colorbar_figure.add_class("cnnviz-colorbar")
             # Shown only once it has values: a bqplot figure laid out while hidden measures 0 px, and the
             # browser then logs negative widths for its shapes.
-        super().__init__(children=children)
+        super().__init__(children=children, layout=ipywidgets.Layout(width="100%", flex="1 1 0%",
+                                                                       min_width=f"{self.width_px}px"))
         if css_class:
             self.add_class(css_class)
 
@@ -131,7 +148,7 @@ class MosaicFigure(ipywidgets.VBox):
                                      f"got {len(labels)}")
         if fmt not in ("png", "jpeg"):
             raise CnnvizError(f"fmt must be 'png' or 'jpeg'; got {fmt!r}")
-        encoded = render.encode_png(mosaic.image) if fmt == "png" else render.encode_jpeg(mosaic.image)
+        encoded = self._encoded(mosaic.image, fmt)
         bar = None if colorbar is None else (str(colorbar[0]), float(colorbar[1]), float(colorbar[2]))
         ends = None if colorbar_ends is None else (str(colorbar_ends[0]), str(colorbar_ends[1]))
         drawn = (encoded, title, tuple(labels), bar, mosaic.rows, mosaic.cols, colorbar_label, ends)
@@ -143,7 +160,7 @@ class MosaicFigure(ipywidgets.VBox):
             return
         self._last_drawn = drawn
         widgets = [self.image_mark, self._hover_marks, self._outline, self._x_scale, self._y_scale, self.figure,
-                   self.title]
+                   self.title, self._size_style]
         if self._colorbar_figure is not None:
             widgets += [self._bar_mark, self._bar_scale, self._bar_axis, self._colorbar_figure]
         with contextlib.ExitStack() as stack:
@@ -155,6 +172,28 @@ class MosaicFigure(ipywidgets.VBox):
             self._draw_colorbar(bar, colorbar_label, ends)
             self._draw_outline(wanted)
         self.redraws += 1
+
+    def _encoded(self, picture: np.ndarray, fmt: str) -> bytes:
+        """`picture` encoded as `fmt`; the last encoding again when the pixels did not change (encoding is
+        most of a redraw, and a view often re-sends one of its pictures unchanged next to a changed one)."""
+        last = self._last_pixels
+        if last is not None and last[1] == fmt and last[0].shape == picture.shape and np.array_equal(last[0], picture):
+            return last[2]
+        encoded = render.encode_png(picture) if fmt == "png" else render.encode_jpeg(picture)
+        self._last_pixels = (picture.copy(), fmt, encoded)
+        return encoded
+
+    def _set_aspect(self, aspect: float) -> None:
+        """Width / height of the figure: the one place its shape is decided (CSS rule and bqplot's own limits)."""
+        self.aspect_ratio = aspect
+        # bqplot keeps the picture's shape inside its box even if the browser gives it another one
+        if aspect > self.figure.max_aspect_ratio:  # bqplot refuses min > max even for a moment
+            self.figure.max_aspect_ratio = self.figure.min_aspect_ratio = aspect
+        else:
+            self.figure.min_aspect_ratio = self.figure.max_aspect_ratio = aspect
+        rule = (f".{self._size_class}.cnnviz-mosaic-figure {{ aspect-ratio: {aspect:.5f}; height: auto; "
+                f"max-width: calc({_MAX_HEIGHT} * {aspect:.5f}); }}")
+        self._size_style.value = f"<style>{THEME_CSS}{rule}</style>"
 
     def highlight(self, index: int | None) -> None:
         """Outline the tile of map `index` (None, or a map this mosaic does not show: no outline).
@@ -200,7 +239,9 @@ class MosaicFigure(ipywidgets.VBox):
         height, width = mosaic.image.shape[:2]
         plot_width = self.width_px - _MARGIN["left"] - _MARGIN["right"]
         plot_height = max(1, round(plot_width * height / width))  # keep the picture's aspect ratio
-        self.figure.layout.height = f"{plot_height + _MARGIN['top'] + _MARGIN['bottom']}px"
+        aspect = self.width_px / (plot_height + _MARGIN["top"] + _MARGIN["bottom"])
+        if aspect != self.aspect_ratio:
+            self._set_aspect(aspect)
         # enlarged pictures (kernels) keep crisp cells; pictures shrunk to fit are smoothed, not aliased
         self.image_mark.pixelated = width <= plot_width
 

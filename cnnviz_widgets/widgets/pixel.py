@@ -170,7 +170,7 @@ class ConvolutionAtPixel(View):
         except LayerError as err:
             self.breakdown = None
             show_child(self, self.details, False)
-            self.message.value = f'<span style="color: #555">{html.escape(str(err))}</span>'
+            self.message.value = f'<span style="color: var(--jp-ui-font-color2, #555)">{html.escape(str(err))}</span>'
             self.heading.value = self._heading(None)
             return
         self.breakdown = breakdown

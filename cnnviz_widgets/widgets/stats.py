@@ -83,10 +83,13 @@ class ChannelStats(View):
                                 unselected_style={}, tooltip=bqplot.Tooltip(fields=["x", "y"],
                                                                               labels=["channel", "value"]))
         # an ordinal axis labels evenly spaced bars when given num_ticks (tick_values are replaced by the domain)
-        self.x_axis = bqplot.Axis(scale=self.x_scale, label="channel", grid_lines="none", num_ticks=_MAX_TICKS)
-        self.y_axis = bqplot.Axis(scale=self.y_scale, side="left", tick_format=".3~r")  # 0.9, not SI's "900m"
+        # captions kept clear of the tick labels (label_offset: away from the plot)
+        self.x_axis = bqplot.Axis(scale=self.x_scale, label="channel", grid_lines="none", num_ticks=_MAX_TICKS,
+                                  label_offset="36px")
+        self.y_axis = bqplot.Axis(scale=self.y_scale, side="left", label_offset="52px",
+                                  tick_format=".3~r")  # 0.9, not SI's "900m"
         self.figure = bqplot.Figure(marks=[self.bars], axes=[self.x_axis, self.y_axis],
-                                    fig_margin=dict(top=10, bottom=40, left=60, right=10), display_toolbar=False,
+                                    fig_margin=dict(top=10, bottom=52, left=72, right=10), display_toolbar=False,
                                     layout=ipywidgets.Layout(width=f"{int(width_px)}px", height="260px"))
         self.figure.add_class(f"{css_class}-chart")
         super().__init__([ipywidgets.HBox([self.statistic_buttons, self.order_menu]), self.summary, self.figure],
