@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -107,7 +108,9 @@ def bench_maximize(state: Any, layer: str, filters: list[int], steps: int, size:
     start = time.perf_counter()
     visualize = ActivationMaximization(theirs_model, model_modifier=ReplaceToLinear(), clone=False)
     seed = tf.random.uniform((len(filters), size, size, 3), 0, 255, seed=0)
-    theirs = visualize(CategoricalScore(filters), seed_input=seed, steps=steps)
+    with warnings.catch_warnings():  # tf-keras-vis calls the model with a list: Keras warns about its structure
+        warnings.simplefilter("ignore", UserWarning)
+        theirs = visualize(CategoricalScore(filters), seed_input=seed, steps=steps)
     theirs_s = time.perf_counter() - start
     theirs_score = score(np.clip(np.asarray(theirs), 0, 255).astype(np.uint8))
     ratio = float(np.mean(ours_score) / max(np.mean(theirs_score), 1e-6)) if np.mean(theirs_score) > 0 else float(
