@@ -10,6 +10,8 @@
    on a model cut at the layer, fed 0..255 RGB through the caffe preprocessing as a layer). Each final picture
    is scored with the same function: the filter's mean pre-activation over its map. Targets: objective ≥
    tf-keras-vis', time ≤ tf-keras-vis'.
+3. The view at slider speed: `WhatItLooksFor` on a scan of 160 tiles, the time from `state.filter = f` to the
+   crops, weights and captions drawn (report only).
 """
 
 from __future__ import annotations
@@ -69,6 +71,32 @@ def bench_scan(state: Any, n_images: int, batch_size: int, repeats: int) -> list
         _row("scan / predict", case, ratio, "×", target=f"≥ {SCAN_TARGET}", met=bool(ratio >= SCAN_TARGET),
              samples=samples),
     ]
+
+
+def bench_view(state: Any, repeats: int) -> list[dict]:
+    """WhatItLooksFor following the filter slider once a scan exists: one filter step, state change to drawn."""
+    import cnnviz_widgets as cw
+    from cnnviz_widgets.widgets import WhatItLooksFor
+
+    pictures, ids = cw.sample_collection(112, limit=160)
+    state = cw.ModelState(state.model, image="coffee", max_side=112)  # the notebook's settings
+    top = cw.top_examples(state, pictures, ids=ids, k=9, batch_size=8, cache=False, progress=False)
+    view = WhatItLooksFor(state, top)
+    rows = []
+    for layer in ("block1_conv2", "block3_conv3", "block5_conv3"):
+        if layer not in top.layers:
+            continue
+        state.layer, state.filter = layer, 0
+        samples = []
+        for f in range(1, repeats + 1):
+            start = time.perf_counter()
+            state.filter = f
+            samples.append(time.perf_counter() - start)
+        rows.append(_row("view: filter step", f"WhatItLooksFor, {layer}, scan of {len(pictures)} tiles",
+                         float(np.median(samples)) * 1e3, "ms", note=f"max {max(samples) * 1e3:.0f} ms",
+                         samples=samples))
+    view.close()
+    return rows
 
 
 def bench_maximize(state: Any, layer: str, filters: list[int], steps: int, size: int) -> list[dict]:
@@ -133,6 +161,7 @@ def bench_looksfor(model: Any = None, quick: bool = False) -> list[dict]:
     model = model if model is not None else cw.load_model("vgg16", weights="bsds500")
     state = cw.ModelState(model)
     rows = bench_scan(state, n_images=8 if quick else 32, batch_size=8, repeats=1 if quick else 3)
+    rows += bench_view(state, repeats=3 if quick else 40)
     rows += bench_maximize(state, "block3_conv1", [0, 1, 2, 3], steps=4 if quick else 64, size=64 if quick else 128)
     return rows
 
