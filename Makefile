@@ -35,9 +35,10 @@ bench: $(STAMP)
 zoo: $(STAMP)
 	$(PY) benchmarks/zoo.py
 
-## refresh docs/explorer.png from the real-browser test
+## refresh docs/explorer.png and the gallery docs/gallery/ (every Explorer tab, light and dark) from the real-browser tests
 screenshot: $(STAMP)
 	CNNVIZ_UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/browser/test_explorer.py -k explorer_in_jupyterlab
+	CNNVIZ_UPDATE_GALLERY=1 $(PY) -m pytest tests/browser/test_look.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check cnnviz_widgets tests

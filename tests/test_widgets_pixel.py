@@ -187,6 +187,13 @@ def test_pixel_view_draws_a_dead_filter_and_follows_a_new_image_size(k, rng):
     state.image = rng.integers(0, 256, (12, 24, 3), dtype=np.uint8)  # fed 12×24: the map is half as high
     assert state.activation().shape[:2] == (12, 24) and (view.row, view.col) == (10, 10)
     assert view.breakdown.row == 10 and view.box == (9, 9, 12, 12)
+    view.select(3, 4)
+    state.filter = 1  # a live filter: where its value at the pick is 0, the view moves to its strongest value
+    values = state.activation()[..., 1]
+    if values[3, 4] == 0 and values.max() > 0:  # (random kernel: it may be dead too, then the pick stays)
+        assert (view.row, view.col) == np.unravel_index(int(np.argmax(values)), values.shape)
+    else:
+        assert (view.row, view.col) == (3, 4)
     view.close()
 
 

@@ -124,8 +124,9 @@ def test_filter_effect_pictures_are_the_rendered_breakdown(vgg_state):
     np.testing.assert_array_equal(picture(view.partials_figure), expected.image)
     # all 3 input channels are shown, so row 4 is the total and the output only
     expected, _ = render.render_mosaic(np.stack([b.pre_activation, b.output], -1), "per_map", "grey",
-                                       max_side=MAP_SIDE)
-    np.testing.assert_array_equal(picture(view.result_figure), expected.image)
+                                       max_side=MAP_SIDE, cols=2)
+    np.testing.assert_array_equal(picture(view.result_figure), expected.image)  # one row, no empty slot
+    assert "tiles: sum of all channels + bias | after relu: the layer&#x27;s output" in view.result_figure.title.value
 
     # words: caffe preprocessing feeds B, G, R minus the ImageNet mean, and the labels say so
     assert "B, G, R (in that order) minus the ImageNet mean" in view.heading.value

@@ -36,6 +36,13 @@ THEME_CSS = """
 .cnnviz-mosaic-title .widget-html-content { white-space: normal; line-height: 1.35; }
 .cnnviz-message, .cnnviz-status { min-height: 22px; }
 .cnnviz-download { color: var(--jp-content-link-color, #1976d2); }
+.cnnviz-controls { padding: 0 8px; box-sizing: border-box; }
+.cnnviz-index-controls > .widget-slider { padding-right: 8px; }
+/* bqplot's own dark-theme colours paint captions orange: take the notebook's text colours instead */
+.bqplot[class*="cnnviz-"] { --bq-axislabel-fill: var(--jp-ui-font-color1, #212121) !important;
+                            --bq-axis-tick-text-fill: var(--jp-ui-font-color2, #616161) !important;
+                            --bq-axis-path-stroke: var(--jp-ui-font-color2, #616161) !important;
+                            --bq-axis-tick-stroke: var(--jp-ui-font-color2, #616161) !important; }
 .cnnviz-compare-sides, .cnnviz-grid-body { column-gap: 24px; }
 """
 

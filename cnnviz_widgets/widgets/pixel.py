@@ -56,7 +56,8 @@ class ConvolutionAtPixel(View):
 
     `row`, `col` is the picked position in the current layer's output map; a click on the map sets it, and
     it starts on the filter's strongest value. It follows the state's layer and image (scaled to a new map size,
-    so it stays on the same part of the image) and filter. A click on a patch, kernel or product tile makes
+    so it stays on the same part of the image) and filter; where the value there is 0, it moves to the new
+    map's strongest value. A click on a patch, kernel or product tile makes
     that input channel `state.channel`.
     """
 
@@ -277,6 +278,10 @@ class ConvolutionAtPixel(View):
             # the same place of the image: scale the pick by the change of map size
             self.select(int((self.row + 0.5) * self._map_shape[0] / old_shape[0]),
                         int((self.col + 0.5) * self._map_shape[1] / old_shape[1]))
+        values = self.state.activation()[..., self.state.filter]
+        if values[self.row, self.col] == 0 and values.max() > 0:
+            # a zero (a ReLU that did not fire) explains little: start on the strongest value instead
+            self.pick_strongest()
         self.redraw()
 
     def _on_control_change(self, _change: traitlets.Bunch) -> None:
