@@ -10,7 +10,7 @@
    on a model cut at the layer, fed 0..255 RGB through the caffe preprocessing as a layer). Each final picture
    is scored with the same function: the filter's mean pre-activation over its map. Targets: objective ≥
    tf-keras-vis', time ≤ tf-keras-vis'.
-3. The view at slider speed: `WhatItLooksFor` on a scan of 160 tiles, the time from `state.filter = f` to the
+3. The view at slider speed: `WhatItLooksFor` on a scan of notebook 06's tiles, the time from `state.filter = f` to the
    crops, weights and captions drawn (report only).
 """
 

@@ -590,8 +590,8 @@ def sample_collection(side: int = 112, *, flips: bool = True, skimage: bool = Tr
                 if name not in have and hasattr(skdata, name):
                     try:
                         named.append((name, _images.load_image(getattr(skdata, name)())))
-                    except (CnnvizError, OSError, ValueError):
-                        continue  # a picture this scikit-image cannot give offline
+                    except Exception:  # one it would download, or cannot give as RGB: skipped
+                        continue
     pictures, ids = [], []
     for name, picture in named:
         h, w = picture.shape[:2]

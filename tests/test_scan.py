@@ -170,3 +170,14 @@ def test_errors_name_the_bad_value(state, pictures):
     assert len(top.sources("conv1", 0)) == 2  # fewer images than k: what there is
     with pytest.raises(LayerError, match=r"conv1 has 3 filters \(0..2\); got filter 3"):
         top.scores("conv1", 3)
+
+
+def test_sample_collection_tiles_and_mirrors_the_bundled_photos():
+    pictures, ids = cw.sample_collection(64, skimage=False)
+    assert len(pictures) == len(ids) == len(set(ids)) and len(pictures) >= 2 * len(cw.sample_names())
+    assert all(p.shape == (64, 64, 3) and p.dtype == np.uint8 for p in pictures)
+    assert ids[0] == "astronaut[0:64, 0:64]" and ids[1] == "astronaut[0:64, 0:64] flipped"
+    np.testing.assert_array_equal(pictures[1], pictures[0][:, ::-1])
+    assert len(cw.sample_collection(64, skimage=False, limit=7)[0]) == 7
+    with pytest.raises(CnnvizError, match="side must be an int of at least 8 pixels; got 4"):
+        cw.sample_collection(4)
