@@ -52,19 +52,29 @@ def test_crops_follow_the_sliders_and_open_marks_the_unit(state, top):
     view.close()
 
 
+def test_fewer_examples_than_k_leave_no_empty_cells(state):
+    small = cw.top_examples(state, collection()[:2], k=4, cache=False, progress=False)
+    view = WhatItLooksFor(state, small, k=4)
+    state.layer = "conv1"
+    assert [cell.layout.display for cell in view._cells] == [None, None, "none", "none"]
+    view.close()
+
+
 def test_without_a_scan_it_offers_one_and_runs_it(state, tmp_path):
     view = WhatItLooksFor(state, k=4)
     state.layer = "conv1"
     assert view.scan_box.layout.display is None and "no scan" in view.title.value
+    # nothing empty is on the page (an empty Image shows a broken-picture icon in the browser)
+    assert view.grid.layout.display == "none" and view.optimised.layout.display == "none"
     for i, picture in enumerate(collection()):
         Image.fromarray(picture).save(tmp_path / f"{i:02d}.png")
     view.folder.value = str(tmp_path)
     view.scan_button.click()
-    assert view.top is not None and view.scan_box.layout.display == "none"
+    assert view.top is not None and view.scan_box.layout.display == "none" and view.grid.layout.display is None
     assert view.progress.value == view.progress.max == 12
     assert view.top.sources("conv1", 0)[0] == (str(tmp_path / "03.png"), 10, 12)
     result = view.optimise()
-    assert view.optimised.value and result.filter == state.filter
+    assert view.optimised.value and result.filter == state.filter and view.optimised.layout.display is None
     view.close()
 
 

@@ -67,9 +67,9 @@ class WhatItLooksFor(View):
                              for _ in range(self.k)]
         for index, button in enumerate(self.open_buttons):
             button.on_click(lambda _b, i=index: self.open_example(i))
-        cells = [ipywidgets.VBox([img, cap, btn]) for img, cap, btn in
-                 zip(self.crops, self.captions, self.open_buttons, strict=True)]
-        self.grid = ipywidgets.GridBox(cells, layout=ipywidgets.Layout(
+        self._cells = [ipywidgets.VBox([img, cap, btn]) for img, cap, btn in
+                       zip(self.crops, self.captions, self.open_buttons, strict=True)]
+        self.grid = ipywidgets.GridBox(self._cells, layout=ipywidgets.Layout(
             grid_template_columns=f"repeat({min(3, self.k)}, {_CROP_PX + 8}px)"))
         self.grid.add_class(f"{css_class}-crops")
 
@@ -84,7 +84,8 @@ class WhatItLooksFor(View):
 
         self.optimised = ipywidgets.Image(format="png", layout=ipywidgets.Layout(width="192px", height="192px"))
         self.optimise_button = ipywidgets.Button(description="optimise picture", icon="magic",
-                                                 tooltip="the picture that excites this filter most")
+                                                 tooltip="the picture that excites this filter most",
+                                                 layout=ipywidgets.Layout(width="192px"))
         self.optimise_button.on_click(lambda _b: self.optimise())
         self.optimised_caption = ipywidgets.HTML("")
         self.weights = ipywidgets.Image(format="png", layout=ipywidgets.Layout(width="192px"))
@@ -178,6 +179,8 @@ class WhatItLooksFor(View):
         self._draw_crops(layer, f)
         self._draw_weights(layer, f)
         picture = self._pictures.get((layer, f))
+        # An empty Image shows the browser's broken-picture icon: hidden until there is a picture.
+        self.optimised.layout.display = "none" if picture is None else None
         if picture is None:
             self.optimised.value = b""
             self.optimised_caption.value = "not made yet"
@@ -190,6 +193,7 @@ class WhatItLooksFor(View):
         top = self.top
         scanned = top is not None and layer in top.layers
         self.scan_box.layout.display = "none" if scanned else None
+        self.grid.layout.display = None if scanned else "none"
         if not scanned:
             self.title.value = (f"<b>{html.escape(layer)}, filter {f}</b>: no scan of this layer yet. Scan the "
                                 "bundled samples or a folder to see the patches that excite each filter most.")
@@ -201,6 +205,7 @@ class WhatItLooksFor(View):
         self.title.value = (f"<b>{html.escape(layer)}, filter {f}</b>: the {len(crops)} image patches of "
                             f"{len(top.ids)} that excite it most (its receptive field, strongest first)")
         for i, (img, cap, btn) in enumerate(zip(self.crops, self.captions, self.open_buttons, strict=True)):
+            self._cells[i].layout.display = None if i < len(crops) else "none"
             if i < len(crops):
                 img.value = render.encode_png(_fit(crops[i], _CROP_PX))
                 cap.value = f'<span title="{html.escape(str(sources[i][0]))}">{scores[i]:.3g}</span>'
