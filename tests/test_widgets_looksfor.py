@@ -60,7 +60,8 @@ def test_fewer_examples_than_k_leave_no_empty_cells(state):
     view.close()
 
 
-def test_without_a_scan_it_offers_one_and_runs_it(state, tmp_path):
+def test_without_a_scan_it_offers_one_and_runs_it(state, tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNVIZ_CACHE_DIR", str(tmp_path / "cache"))  # the view caches where it is told to
     view = WhatItLooksFor(state, k=4)
     state.layer = "conv1"
     assert view.scan_box.layout.display is None and "no scan" in view.title.value
@@ -75,6 +76,7 @@ def test_without_a_scan_it_offers_one_and_runs_it(state, tmp_path):
     assert view.top.sources("conv1", 0)[0] == (str(tmp_path / "03.png"), 10, 12)
     result = view.optimise()
     assert view.optimised.value and result.filter == state.filter and view.optimised.layout.display is None
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 2  # the scan and the picture
     view.close()
 
 
