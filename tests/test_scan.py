@@ -135,6 +135,17 @@ def test_cache_resume_and_cancel(state, pictures, single, tmp_path):
     assert cw.top_examples(state, changed, progress=False, **kw).scanned == 12
 
 
+def test_an_interrupted_scan_resumes(state, pictures, single, tmp_path):
+    def interrupt(done, total):
+        raise KeyboardInterrupt  # Ctrl-C in a notebook, after the first batch
+
+    kw = dict(k=4, batch_size=4, cache=tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        cw.top_examples(state, pictures, progress=interrupt, **kw)
+    resumed = cw.top_examples(state, pictures, progress=False, **kw)
+    assert (resumed.complete, resumed.scanned) == (True, 8) and resumed == single
+
+
 def test_new_weights_give_a_new_cache_key(k, pictures, tmp_path):
     model = detector_model(k)
     state = ModelState(model, image=pictures[0], preprocess=None)
