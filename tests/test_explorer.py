@@ -186,8 +186,11 @@ def test_export_offers_a_download_and_messages_do_not_outlive_their_tab(explorer
 def test_status_line_shows_the_forward_pass(explorer):
     seen = []
     explorer.status.observe(lambda change: seen.append(change["new"]), "value")
+    dimmed = []  # the open tab's pictures dim while the network runs (a CSS class on the tabs)
+    explorer.tabs.observe(lambda change: dimmed.append("cnnviz-busy" in change["new"]), "_dom_classes")
     explorer.image_picker.value = "rocket"  # a new image: the activations need one forward pass
     assert "running the network…" in seen
+    assert dimmed[0] and not dimmed[-1] and "cnnviz-busy" not in explorer.tabs._dom_classes  # on, then off
     assert explorer.status.value.startswith("forward pass: ") and explorer.status.value.endswith(" ms")
 
 

@@ -17,6 +17,7 @@ from ipywidgets.widgets import widget as ipywidgets_widget
 from PIL import Image
 
 from cnnviz_widgets import ModelState, images, render
+from cnnviz_widgets.activations import input_key
 from cnnviz_widgets.widgets import Explorer
 from tests.conftest import notifier_counts
 from tests.test_widgets_grids import expected_weight_tile, kernel_cells, picture
@@ -97,6 +98,9 @@ class Driver:
                 grid.figure.click_tile(int(rng.integers(mosaic.rows)), int(rng.integers(mosaic.cols)))
         self.done[action] += 1
         self.images_seen.add(state._input_key)
+        other = explorer.compare_images.other_input  # the Compare tab runs a second image of its own
+        if other is not None:
+            self.images_seen.add(input_key(other.array))
 
     def _change_image(self, from_code: bool) -> None:
         explorer, rng = self.explorer, self.rng
@@ -127,8 +131,10 @@ class Driver:
         grid = self.visible_grid()
         if grid is explorer.activation_grid:
             assert state.filter in grid.shown and grid.figure.highlighted == state.filter
+            one_row = state.layer == state.input_layer and len(grid.shown) <= 4  # the fed channels: one row
             expected, _ = render.render_mosaic(state.activation(), state.normalization, state.colormap,
-                                               max_side=grid.max_tile_px, indices=grid.shown)
+                                               max_side=grid.max_tile_px, indices=grid.shown,
+                                               cols=len(grid.shown) if one_row else None)
             np.testing.assert_array_equal(picture(grid.figure), expected.image)
             assert f"for {state.image_name} " in grid.figure.title.value
         elif grid is explorer.weight_grid and state.layer_kind() == "conv":
@@ -231,8 +237,9 @@ def test_redraws_leave_no_widget_open(tiny_model):
     for step in range(20):  # 20 new pictures (and colour bar strips)
         state.colormap = ("magma", "viridis")[step % 2]
     assert explorer.activation_grid.redraws >= 20
-    figure = explorer.activation_grid.figure
-    shown = {w.model_id for image in (figure.image_mark.image, figure._bar_mark.image) for w in (image, image.layout)}
+    figure, detail = explorer.activation_grid.figure, explorer.activation_grid.detail  # the grid, the large map
+    shown = {w.model_id for image in (figure.image_mark.image, figure._bar_mark.image, detail.image_mark.image)
+             for w in (image, image.layout)}
     grown = {i: type(w).__name__ for i, w in open_widgets().items() if i not in widgets_before}
     explorer.close()
     assert set(grown) <= shown, f"left open by 20 redraws: {collections.Counter(grown.values())}"

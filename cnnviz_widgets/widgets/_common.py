@@ -34,7 +34,11 @@ THEME_CSS = """
 .cnnviz-explorer .jupyter-button, .cnnviz-explorer .widget-upload { width: auto; min-width: max-content;
                                                                     padding: 0 10px; }
 .cnnviz-mosaic-title .widget-html-content { white-space: normal; line-height: 1.35; }
-.cnnviz-message, .cnnviz-status { min-height: 22px; }
+.cnnviz-lines { min-height: 26px; justify-content: space-between; column-gap: 16px; }
+.cnnviz-status { margin-left: auto; }
+.cnnviz-busy .cnnviz-mosaic-figure, .cnnviz-busy img { opacity: 0.45; transition: opacity 0.1s; }
+.cnnviz-busy { cursor: progress; }
+.cnnviz-tabs .widget-tab-contents { min-height: 60vh; }
 .cnnviz-download { color: var(--jp-content-link-color, #1976d2); }
 .cnnviz-controls { padding: 0 8px; box-sizing: border-box; }
 .cnnviz-index-controls > .widget-slider { padding-right: 8px; }

@@ -134,8 +134,9 @@ class Explorer(ipywidgets.VBox):
         ])
         self.controls.add_class("cnnviz-controls")
         self.stylesheet = stylesheet()
-        super().__init__(children=[self.stylesheet, self.header, self.controls, self.message, self.tabs,
-                                   self.status])
+        # message and status share one row of fixed height above the tabs: in sight, and nothing jumps
+        self.lines = _with_class(ipywidgets.HBox([self.message, self.status]), "cnnviz-lines")
+        super().__init__(children=[self.stylesheet, self.header, self.controls, self.lines, self.tabs])
         self.add_class("cnnviz-explorer")
         self._on_tab_change(None)
         self._on_layer_change(None)
@@ -173,6 +174,11 @@ class Explorer(ipywidgets.VBox):
             self._setting_picker = False
 
     def _on_busy_change(self, _change: traitlets.Bunch | None) -> None:
+        # where the eye is: the open tab's pictures dim while the network runs (CSS, see THEME_CSS)
+        if self.state.busy:
+            self.tabs.add_class("cnnviz-busy")
+        else:
+            self.tabs.remove_class("cnnviz-busy")
         if self.state.busy:
             self.status.value = _BUSY_TEXT
             return
@@ -213,7 +219,7 @@ class Explorer(ipywidgets.VBox):
         if row is not None:
             boxes = row.children[0]
             boxes.children = tuple(new if child is old else child for child in boxes.children)
-        old.close()
+        close_all(old)  # its Layout and SliderStyle too, or each layer change would leave two widgets behind
 
     @property
     def current_view(self) -> ipywidgets.Widget:
@@ -307,7 +313,7 @@ class Explorer(ipywidgets.VBox):
                  "tabs", "header",
                  "export_button",
                  "layer_slider", "channel_slider", "filter_slider", "image_picker", "upload", "colormap_picker",
-                 "normalization_picker", "message", "status")
+                 "normalization_picker", "message", "status", "lines", "stylesheet")
         parts = [getattr(self, name, None) for name in names]
         parts += [*controls.children, controls] if controls is not None else []
         for part in parts:

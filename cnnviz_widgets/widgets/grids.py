@@ -215,8 +215,10 @@ class _PagedMosaicView(View):
         for handler, names in self._state_handlers:
             self.state.unobserve(handler, names)
         self._state_handlers.clear()
-        for child in (self.figure, *self.body.children, self.body, self.message, self.page_slider, self.page_label,
-                      self.controls,
+        # the large view is a MosaicFigure: its own close() also reaches its marks outside the widget tree
+        detail = getattr(self, "detail", None)
+        for child in (self.figure, *([detail] if detail is not None else []), *self.body.children, self.body,
+                      self.message, self.page_slider, self.page_label, self.controls,
                       *self._extra_controls_built()):
             child.close()
         super().close()

@@ -70,7 +70,9 @@ class ChannelStats(View):
         self.statistic_buttons = ipywidgets.ToggleButtons(options=list(STATISTICS), value=statistic,
                                                           description="show", style={"button_width": "auto"})
         self.order_menu = ipywidgets.Dropdown(options=[(_ORDER_WORDS[o], o) for o in CHANNEL_ORDERS],
-                                              value=self.state.channel_order, description="sort by")
+                                              value=self.state.channel_order, description="sort by",
+                                              tooltip="sorts the bars here and the tiles of the Activations view "
+                                                      "(one setting of the state)")
         self._links: list[ipywidgets.link] = []
         self.summary = ipywidgets.HTML("")
         self.summary.add_class(f"{css_class}-summary")
