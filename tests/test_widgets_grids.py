@@ -414,3 +414,16 @@ def test_weight_grid_shows_the_selected_filter_whole_and_picks_a_channel(state):
     grid.detail.click_tile(*divmod(2, detail.cols))  # input channel 2 of filter 4
     assert state.channel == 2 and grid.detail.highlighted == 2
     grid.close()
+
+
+def test_activation_grid_says_when_colours_and_scaling_mislead(state):
+    grid = ActivationGrid(state)  # conv_a ends in a ReLU: every value >= 0
+    assert grid.message.value == ""  # grey, per map: nothing to say
+    state.colormap = "coolwarm"  # two-sided map, per-map scaling: blue would read as "negative"
+    assert "its blue end is the lowest value" in grid.message.value
+    state.normalization = "symmetric"  # white = 0 now; but half the range is unused on a ReLU layer
+    assert state.activation().min() >= 0 and "leaves the lower half of the colours unused" in grid.message.value
+    state.normalization = "per_layer"
+    state.colormap = "viridis"
+    assert grid.message.value == ""
+    grid.close()

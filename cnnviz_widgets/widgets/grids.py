@@ -448,6 +448,20 @@ class ActivationGrid(_PagedMosaicView):
     def _tile_count(self) -> int | None:
         return self.state.n_filters()
 
+    def _message(self) -> str:
+        """A word where the colour map and the scaling do not pair well (the picture would mislead)."""
+        state = self.state
+        cmap, mode = state.colormap, state.normalization
+        if cmap == "coolwarm" and mode != "symmetric":
+            return ("coolwarm is a two-sided map: with this scaling its blue end is the lowest value (often 0 after "
+                    "a ReLU), not a negative one. Pick “symmetric” scaling to make white = 0, or a one-sided map.")
+        if mode == "symmetric":
+            lows, _ = self._map_extremes(state.activation())
+            if float(lows.min()) >= 0:
+                return ("Every value of this layer is ≥ 0 (after a ReLU), so symmetric scaling leaves the lower "
+                        "half of the colours unused; “per layer” or “per map” shows more detail.")
+        return ""
+
     def _side_parts(self, css_class: str) -> list[ipywidgets.Widget]:
         # What CNN Explainer and TensorBoard give beside the grid: the selected map large, and the photo fed.
         self._side_key: tuple | None = None
