@@ -19,6 +19,7 @@ from PIL import Image
 from cnnviz_widgets import ModelState, images, render
 from cnnviz_widgets.activations import input_key
 from cnnviz_widgets.widgets import Explorer
+from cnnviz_widgets.widgets.grids import full_rows
 from tests.conftest import notifier_counts
 from tests.test_widgets_grids import expected_weight_tile, kernel_cells, picture
 
@@ -131,10 +132,9 @@ class Driver:
         grid = self.visible_grid()
         if grid is explorer.activation_grid:
             assert state.filter in grid.shown and grid.figure.highlighted == state.filter
-            one_row = state.layer == state.input_layer and len(grid.shown) <= 4  # the fed channels: one row
             expected, _ = render.render_mosaic(state.activation(), state.normalization, state.colormap,
                                                max_side=grid.max_tile_px, indices=grid.shown,
-                                               cols=len(grid.shown) if one_row else None)
+                                               cols=full_rows(len(grid.shown)))  # no empty slot where possible
             np.testing.assert_array_equal(picture(grid.figure), expected.image)
             assert f"for {state.image_name} " in grid.figure.title.value
         elif grid is explorer.weight_grid and state.layer_kind() == "conv":

@@ -374,6 +374,16 @@ def test_activation_grid_shows_the_selected_map_large_and_the_photo(state):
     grid.close()
 
 
+def test_full_rows_leaves_no_empty_slot_where_the_count_allows():
+    from cnnviz_widgets.widgets.grids import full_rows
+
+    assert [full_rows(n) for n in (1, 3, 4, 6, 8, 12, 64, 128)] == [1, 3, 2, 3, 4, 4, 8, 16]
+    assert full_rows(7) is None and full_rows(5) is None  # primes: only one row would do, too wide
+    for n in range(1, 200):  # whatever it picks fills every row
+        cols = full_rows(n)
+        assert cols is None or (n % cols == 0 and cols * cols >= n)
+
+
 def test_activation_grid_shows_the_fed_channels_in_one_named_row(vgg_state):
     grid = ActivationGrid(vgg_state)
     vgg_state.layer = vgg_state.input_layer

@@ -370,7 +370,7 @@ class WeightGrid(_PagedMosaicView):
                      f"{page_words} · {scale_words}")
             colorbar = (_WEIGHT_CMAP, -scale, scale)
         mosaic = render.tile_maps(render.scale_up(tiles, factor), indices=shown, pad=_WEIGHT_PAD,
-                                  pad_value=_WEIGHT_PAD_GREY)
+                                  pad_value=_WEIGHT_PAD_GREY, cols=full_rows(len(shown)))
         flat = slices.reshape(-1, last - first)
         lows, highs = flat.min(axis=0), flat.max(axis=0)
         tooltips = [f"filter {i}: min {format_number(lo)}, max {format_number(hi)}, bias {format_number(bias[i])}"
@@ -550,9 +550,9 @@ class ActivationGrid(_PagedMosaicView):
         state = self.state
         maps = state.activation()
         mode, cmap = state.normalization, state.colormap
-        # the fed input's few channels in one row (no empty slot), named in the title
-        cols = len(shown) if state.layer == state.input_layer and len(shown) <= 4 else None
-        mosaic, ranges = render.render_mosaic(maps, mode, cmap, max_side=self.max_tile_px, indices=shown, cols=cols)
+        # no empty slot where the count allows (3 fed channels: one row, named in the title; 8 maps: 4 × 2)
+        mosaic, ranges = render.render_mosaic(maps, mode, cmap, max_side=self.max_tile_px, indices=shown,
+                                              cols=full_rows(len(shown)))
         self._page_range = (float(ranges[0, 0]), float(ranges[0, 1]))
         lows, highs = self._map_extremes(maps)
         tooltips = [f"{self.channel_label(i)}: min {format_number(lows[i])}, max {format_number(highs[i])}"
@@ -578,6 +578,15 @@ class ActivationGrid(_PagedMosaicView):
                      else "activation, symmetric around 0")
             self.figure.show(mosaic, title=title, tooltips=tooltips, colorbar=(cmap, lo, hi),
                              colorbar_label=label, highlight=state.filter)
+
+
+def full_rows(n: int) -> int | None:
+    """Tiles per row that leave no empty slot for `n` tiles, if a not too wide one exists (8 -> 4, 3 -> 3, 64 -> 8);
+    None (near-square, the last row part empty) otherwise, e.g. for 7."""
+    for cols in range(math.isqrt(n - 1) + 1 if n > 1 else 1, n + 1):
+        if n % cols == 0:
+            return cols if cols <= 2 * math.sqrt(n) else None
+    return None
 
 
 def _nonzero(magnitude: float) -> float:
