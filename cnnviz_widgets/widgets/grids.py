@@ -491,8 +491,10 @@ class ActivationGrid(_PagedMosaicView):
         # the page's range where the whole layer shares one (the tile and the large view then match); per map
         # the large view takes its own map's range, like its tile
         value_range = None if mode == "per_map" else self._page_range
+        fits = max(maps.shape[:2]) <= DETAIL_SIDE  # then no pooling pass at all (it is most of a step's cost)
         mosaic, ranges = render.render_mosaic(maps, "per_map" if value_range is None else mode, state.colormap,
-                                              max_side=DETAIL_SIDE, indices=[f], pad=0, value_range=value_range)
+                                              max_side=None if fits else DETAIL_SIDE, indices=[f], pad=0,
+                                              value_range=value_range)
         height, width = maps.shape[:2]
         lo, hi = float(ranges[0, 0]), float(ranges[0, 1])
         self.detail.show(mosaic, title=f"{self.channel_label(f)} of {state.layer}, large ({width}×{height}; "
