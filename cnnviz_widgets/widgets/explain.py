@@ -481,7 +481,8 @@ class CompareImages(_StateView):
             tip = f"{name}: {s.layer} {what} {s.filter}, {w}×{h}, {values_words}"
             figure.show(mosaic, title=f"{name} · {s.layer} {what} {s.filter} ({w}×{h})", tooltips=[tip],
                         colorbar=(s.colormap, lo, hi), colorbar_label="activation, same range on both sides")
-        self.message.value = (f"Same layer and {what} for two images. {_RANGE_WORDS[s.normalization]}: "
+        words = _RANGE_WORDS[s.normalization]
+        self.message.value = (f"Same layer and {what} for two images. {words[:1].upper()}{words[1:]}: "
                               f"{format_number(lo)} .. {format_number(hi)}, so equal colours mean equal values.")
         self._hide(False)
 

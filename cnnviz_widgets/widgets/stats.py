@@ -92,7 +92,8 @@ class ChannelStats(View):
                                   tick_format=".3~r")  # 0.9, not SI's "900m"
         self.figure = bqplot.Figure(marks=[self.bars], axes=[self.x_axis, self.y_axis],
                                     fig_margin=dict(top=10, bottom=52, left=72, right=10), display_toolbar=False,
-                                    layout=ipywidgets.Layout(width=f"{int(width_px)}px", height="260px"))
+                                    layout=ipywidgets.Layout(width="100%", min_width=f"{min(int(width_px), 480)}px",
+                                                             max_width="1400px", height="300px"))
         self.figure.add_class(f"{css_class}-chart")
         super().__init__([ipywidgets.HBox([self.statistic_buttons, self.order_menu]), self.summary, self.figure],
                          statistic=statistic)
