@@ -213,7 +213,8 @@ def _effect(args: argparse.Namespace) -> int:
     maps = [b.pre_activation, b.output]
     if k < b.n_channels:
         maps.insert(0, b.rest)
-    mosaic, ranges = render.render_mosaic(np.stack(maps, axis=-1), mode, cmap, max_side=EFFECT_MAP_PX)
+    mosaic, ranges = render.render_mosaic(np.stack(maps, axis=-1), mode, cmap, max_side=EFFECT_MAP_PX,
+                                          cols=len(maps))  # one row, as the view draws it
     panels.append(Panel(mosaic.image, f"4 · {b.layer} filter {b.filter}: "
                         + ("[the other channels together,] " if k < b.n_channels else "")
                         + f"sum over all {b.n_channels} channels + bias → {b.activation}", *_bar(cmap, mode, ranges)))

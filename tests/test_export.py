@@ -38,7 +38,8 @@ def test_export_png_holds_the_shown_picture_its_title_and_the_code(vgg_state, tm
     shown = grid.figure.mosaic.image
     assert len(find(saved, shown)) == 1  # the mosaic itself, pixel for pixel, once
     title = grid.figure.title.value.removeprefix("<b>").removesuffix("</b>").replace("&#x27;", "'")
-    assert metadata["Title"] == title and title.startswith("block2_conv1 activations for astronaut")
+    # the mosaic's title first; the large view of the selected map beside it adds its own after " | "
+    assert metadata["Title"].split(" | ")[0] == title and title.startswith("block2_conv1 activations for astronaut")
     assert metadata["Description"] == reproduce_code(state)
     assert metadata["Software"] == f"cnnviz_widgets {cnnviz_widgets.__version__}"
     lut = render.colormap_lut("viridis")  # the colour bar is drawn under the picture: both of its ends
@@ -68,10 +69,11 @@ def test_export_png_of_a_view_with_several_figures_and_of_one_figure(vgg_state, 
 
 def test_export_of_the_explorer_takes_the_open_tab(vgg_state, tmp_path):
     explorer = Explorer(vgg_state)
-    explorer.tabs.selected_index = 0
-    assert figures_of(explorer) == [explorer.activation_grid.figure]
+    explorer.tabs.selected_index = 0  # the mosaic, then the large view of the selected map beside it
+    assert figures_of(explorer)[0] is explorer.activation_grid.figure
+    assert all(figure in figures_of(explorer.activation_grid) for figure in figures_of(explorer))
     explorer.tabs.selected_index = 1
-    assert figures_of(explorer) == [explorer.weight_grid.figure]
+    assert figures_of(explorer)[0] is explorer.weight_grid.figure
     with Image.open(export_png(explorer, tmp_path / "explorer.png")) as png:
         assert png.text["Title"].startswith("block1_conv1 filters at input channel 0")
         assert png.text["Description"] == reproduce_code(vgg_state)

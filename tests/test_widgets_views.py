@@ -126,7 +126,7 @@ def test_filter_effect_pictures_are_the_rendered_breakdown(vgg_state):
     expected, _ = render.render_mosaic(np.stack([b.pre_activation, b.output], -1), "per_map", "grey",
                                        max_side=MAP_SIDE, cols=2)
     np.testing.assert_array_equal(picture(view.result_figure), expected.image)  # one row, no empty slot
-    assert "tiles: sum of all channels + bias | after relu: the layer&#x27;s output" in view.result_figure.title.value
+    assert "tiles: sum of all channels + bias; after relu: the layer&#x27;s output" in view.result_figure.title.value
 
     # words: caffe preprocessing feeds B, G, R minus the ImageNet mean, and the labels say so
     assert "B, G, R (in that order) minus the ImageNet mean" in view.heading.value

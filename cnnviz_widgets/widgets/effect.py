@@ -178,7 +178,7 @@ class FilterEffect(View):
         # one row, like rows 1–3 (a 2×2 grid left an empty slot); the title names each tile, left to right
         mosaic, ranges = render.render_mosaic(maps, s.normalization, s.colormap, max_side=MAP_SIDE,
                                               cols=maps.shape[2])
-        captions = " | ".join(tips)
+        captions = "; ".join(tips)  # " | " separates the figures of an exported PNG
         tips = [f"{tip}: {format_number(lo)}..{format_number(hi)}" for tip, (lo, hi) in zip(tips, ranges, strict=True)]
         title = (f"4 · {b.layer} filter {b.filter}: sum over all {b.n_channels} channels + bias "
                  f"({format_number(b.bias)}) → {b.activation} · {_MODE_WORDS[s.normalization]} · tiles: {captions}")
