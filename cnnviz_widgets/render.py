@@ -85,9 +85,15 @@ def pool_maps(maps: np.ndarray, max_side: int) -> np.ndarray:
         sums, scale = _block_sums(work, k), 1.0
     if not np.isfinite(sums).all():  # only for values near the dtype's max: sum pre-scaled values instead
         scale = float(k * k)
-        sums = _block_sums(work / work.dtype.type(scale), k)
+        with np.errstate(over="ignore"):  # rounding may still step past the max: clipped below
+            sums = _block_sums(work / work.dtype.type(scale), k)
     counts = np.outer(np.minimum(k, h - np.arange(0, h, k)), np.minimum(k, w - np.arange(0, w, k)))
-    return sums * (scale / counts)[:, :, None].astype(work.dtype)
+    with np.errstate(over="ignore"):
+        means = sums * (scale / counts)[:, :, None].astype(work.dtype)
+    if scale != 1.0:  # a mean is never beyond its values: undo a rounding step past the dtype's max
+        limit = np.finfo(work.dtype).max
+        np.clip(means, -limit, limit, out=means)
+    return means
 
 
 def _block_sums(work: np.ndarray, k: int) -> np.ndarray:
