@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -66,6 +67,14 @@ def apply_preprocessing(image: np.ndarray, preprocess: Preprocess) -> np.ndarray
             return x / 255.0
         raise CnnvizError(f"preprocessing {mode!r} is defined for 3-channel images; this model takes "
                           f"{x.shape[-1]} channel(s): use 'unit', 'none' or a function")
+    return scale_rgb(x, mode)
+
+
+def scale_rgb(x: Any, mode: str) -> Any:
+    """The arithmetic of preprocessing `mode` ("caffe", "tf", "torch" or "unit") on RGB values 0..255.
+
+    x : (..., 3), a numpy array or a tensor (the feature visualisation differentiates through it).
+    """
     if mode == "caffe":
         return x[..., ::-1] - _CAFFE_MEAN_BGR
     if mode == "tf":

@@ -26,7 +26,7 @@ import numpy as np
 
 from .analysis import receptive_field
 from .errors import CnnvizError, LayerError
-from .inputs import preprocess_name
+from .inputs import preprocess_name, scale_rgb
 from .scan import _cancelled, _progress_bar, cache_dir, weights_key
 
 OBJECTIVES = ("channel", "neuron")
@@ -41,9 +41,6 @@ PARAMETRISATIONS = ("fourier", "pixel")
 # Lucid's colour decorrelation (square root of ImageNet's colour covariance), columns scaled to norm <= 1.
 _COLOR_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float32)
 _COLOR = _COLOR_SQRT / np.max(np.linalg.norm(_COLOR_SQRT, axis=0))
-_CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
-_TORCH_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-_TORCH_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -209,15 +206,7 @@ def _to_fed(tf: Any, rgb01: Any, mode: str, channels: int) -> Any:
     if channels == 1:
         x = tf.reduce_sum(x * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
         return x / 255.0 if mode == "unit" else x
-    if mode == "caffe":
-        return x[..., ::-1] - _CAFFE_MEAN_BGR
-    if mode == "tf":
-        return x / 127.5 - 1.0
-    if mode == "torch":
-        return (x / 255.0 - _TORCH_MEAN) / _TORCH_STD
-    if mode == "unit":
-        return x / 255.0
-    return x
+    return scale_rgb(x, mode) if mode in ("caffe", "tf", "torch", "unit") else x
 
 
 def _optimise(state: Any, name: str, filters: list[int], what: str, steps: int, side: tuple[int, int], lr: float,

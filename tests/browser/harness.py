@@ -238,6 +238,17 @@ class NotebookPage:
     # -- widgets ---------------------------------------------------------------------------------------
     # `selector` is a CSS selector inside the visible notebook, e.g. ".cnnviz-activation-grid .cnnviz-mosaic-figure".
 
+    def open_tab(self, title: str) -> None:
+        """Click the Explorer tab titled `title` and wait until it is the current one."""
+        tab = self.widget(".cnnviz-tabs").locator(".lm-TabBar-tab", has_text=title).first
+        tab.scroll_into_view_if_needed()
+        tab.click()
+        self.page.wait_for_function(
+            "([sel, title]) => [...document.querySelectorAll(sel + ' .lm-TabBar-tab.lm-mod-current')]"
+            ".some(t => t.textContent.includes(title))",
+            arg=[self.scoped(".cnnviz-tabs"), title], timeout=10_000,
+        )
+
     def widget(self, selector: str):
         return self.panel.locator(selector).first
 

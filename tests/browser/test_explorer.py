@@ -78,14 +78,7 @@ def _click_tile(page, figure: str, row: int, col: int, rows: int, cols: int) -> 
 
 
 def _open_tab(page, title: str) -> None:
-    tab = page.widget(".cnnviz-tabs").locator(".lm-TabBar-tab", has_text=title).first
-    tab.scroll_into_view_if_needed()
-    tab.click()
-    page.page.wait_for_function(
-        "([sel, title]) => [...document.querySelectorAll(sel + ' .lm-TabBar-tab.lm-mod-current')]"
-        ".some(t => t.textContent.includes(title))",
-        arg=[page.scoped(".cnnviz-tabs"), title], timeout=10_000,
-    )
+    page.open_tab(title)
 
 
 def _open_explorer(page, served_dir: Path) -> str:

@@ -111,14 +111,7 @@ def _tabs(page) -> list[str]:
 
 
 def _open_tab(page, title: str) -> None:
-    tab = page.widget(".cnnviz-tabs").locator(".lm-TabBar-tab", has_text=title).first
-    tab.scroll_into_view_if_needed()
-    tab.click()
-    page.page.wait_for_function(
-        "([sel, title]) => [...document.querySelectorAll(sel + ' .lm-TabBar-tab.lm-mod-current')]"
-        ".some(t => t.textContent.includes(title))",
-        arg=[page.scoped(".cnnviz-tabs"), title], timeout=10_000,
-    )
+    page.open_tab(title)
     _wait_settled(page)
 
 
