@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import h5py
 import numpy as np
@@ -149,3 +152,12 @@ def fake_imagenet_home(tmp_path_factory, k) -> Path:
     write_legacy_weights(cw.architecture("vgg16", include_top=True),
                          home / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels.h5")
     return home
+
+
+def load_benchmark(path: Path, name: str) -> ModuleType:
+    """A benchmarks/ script imported as a module (registered by name: dataclasses look their module up)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -5,23 +5,19 @@ Only the structure is checked (figures, units, before/after numbers present), ne
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import load_benchmark
 
 INTERACTIVE_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "interactive.py"
 
 
 @pytest.fixture(scope="module")
 def interactive():
-    spec = importlib.util.spec_from_file_location("cnnviz_benchmarks_interactive", INTERACTIVE_PY)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(INTERACTIVE_PY, "cnnviz_benchmarks_interactive")
 
 
 def test_every_row_runs_on_a_tiny_model(interactive, k):

@@ -6,7 +6,6 @@ timing: benchmarks are not tests, and these shared machines make times drift.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -15,16 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import load_benchmark
+
 RUN_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("cnnviz_benchmarks_run", RUN_PY)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(RUN_PY, "cnnviz_benchmarks_run")
 
 
 @pytest.fixture(scope="module")

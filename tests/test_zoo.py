@@ -7,9 +7,7 @@ flattened graph is checked against Keras' own: a layer's maps equal those of a p
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +17,14 @@ import cnnviz_widgets as cw
 from cnnviz_widgets import LayerError, ModelState
 from cnnviz_widgets.analysis import receptive_field
 from cnnviz_widgets.models import ModelGraph
+from tests.conftest import load_benchmark
 
 ZOO_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "zoo.py"
 
 
 @pytest.fixture(scope="module")
 def zoo():
-    spec = importlib.util.spec_from_file_location("cnnviz_benchmarks_zoo", ZOO_PY)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(ZOO_PY, "cnnviz_benchmarks_zoo")
 
 
 def _keras_maps(k, model, layer, fed):
