@@ -56,13 +56,18 @@ def test_one_forward_pass_serves_every_layer(tiny_model, rng):
         extractor.get(x, "logits")
 
 
-def test_cache_evicts_oldest_within_budget(tiny_model, rng):
+def _one_image_cached(tiny_model, rng):
+    """(graph, visualised names, an input, the bytes one input's activations take in the cache)."""
     graph = ModelGraph(tiny_model)
     names = graph.visualisable()
     probe = ActivationExtractor(graph, names)
     x = rng.normal(size=(16, 16, 3)).astype(np.float32)
     probe.get(x, "conv_a")
-    one_image = probe.cached_bytes
+    return graph, names, x, probe.cached_bytes
+
+
+def test_cache_evicts_oldest_within_budget(tiny_model, rng):
+    graph, names, x, one_image = _one_image_cached(tiny_model, rng)
     extractor = ActivationExtractor(graph, names, budget_bytes=int(2.5 * one_image))
     extractor.policy = "images"  # whole inputs only
     inputs = [x + i for i in range(4)]
@@ -97,12 +102,8 @@ def test_input_key_distinguishes_shape_and_values():
 
 
 def test_recent_images_keep_the_layers_shown_and_revisits_run_nothing(tiny_model, rng):
-    graph = ModelGraph(tiny_model)
-    names = graph.visualisable()
+    graph, names, x, one_image = _one_image_cached(tiny_model, rng)
     probe = ActivationExtractor(graph, names)
-    x = rng.normal(size=(16, 16, 3)).astype(np.float32)
-    probe.get(x, "conv_a")
-    one_image = probe.cached_bytes
     conv_a_bytes = probe.get(x, "conv_a").nbytes
     extractor = ActivationExtractor(graph, names, budget_bytes=int(1.5 * one_image))  # 1½ images' worth
     inputs = [x + i for i in range(5)]
