@@ -378,6 +378,25 @@ class ModelGraph:
         return [dict(name=n.name, type=n.class_name, output_shape=n.output_shape, params=n.params,
                      counts_as_layer=n.params > 0) for n in self.nodes.values()]
 
+    def output_shapes(self, height: int, width: int) -> dict[str, tuple]:
+        """Every layer's output shape, batch left out, for one (height, width) input: the sizes a model that
+        takes any size gives this picture. Keras' shape inference, no forward pass; cached per size. Empty if
+        the model refuses that size (the forward pass then says why)."""
+        cache = self.__dict__.setdefault("_output_shapes", {})
+        key = (int(height), int(width))
+        if key not in cache:
+            k = keras()
+            names = [name for name in self.nodes if name != self.input_name]
+            spec_model = k.Model(self.input_tensor, [self.nodes[name].tensor for name in names])
+            try:
+                specs = spec_model.compute_output_spec(k.KerasTensor((1, *key, self.input_shape[-1])))
+            except (ValueError, TypeError):
+                return {}
+            specs = specs if isinstance(specs, (list, tuple)) else [specs]
+            cache[key] = {self.input_name: (*key, self.input_shape[-1]),
+                          **{name: tuple(spec.shape[1:]) for name, spec in zip(names, specs, strict=True)}}
+        return dict(cache[key])
+
     def weights(self, name: str) -> tuple[np.ndarray, np.ndarray, str]:
         """The layer's kernel as an equivalent regular convolution, its bias, and a note.
 

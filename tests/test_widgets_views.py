@@ -36,7 +36,8 @@ def test_layer_summary_shows_the_vgg16_table_and_its_totals(vgg16_full_state):
     rows = state.summary()
     assert list(view.buttons) == [r["name"] for r in rows] and len(rows) == 23
     fc1 = view.buttons["fc1"].description.split()
-    assert fc1 == ["14", "fc1", "Dense", "(None,", "4096)", "102,764,544"]  # ordinal among counted rows
+    assert fc1 == ["14", "fc1", "Dense", "4096", "102,764,544"]  # ordinal among counted rows
+    assert "224 × 224 × 64" in view.buttons["block1_conv1"].description  # a fixed-size model: its own sizes
     assert view.buttons["block1_conv2"].description.split()[0] == "2"
     assert view.buttons["block1_pool"].description.split()[0] == "block1_pool"  # not counted: no number
     marks = [b.description.split()[0] for b in view.buttons.values() if b.description.split()[0].isdigit()]
@@ -81,6 +82,26 @@ def test_layer_summary_rows_select_layers_and_follow_the_state(vgg16_full_state)
     state.layer = "block1_conv1"  # no error, nothing restyled after close
     assert view.current == "block5_pool"
     view.close()  # a second close is harmless
+
+
+def test_layer_summary_shows_the_sizes_for_the_image_fed(vgg16_bsds):
+    # A model that takes any size: Keras says (None, None, None, 512); the table shows this image's sizes.
+    state = ModelState(vgg16_bsds, image="astronaut", max_side=64)
+    view = LayerSummary(state)
+    head = view.column_head.value
+    assert "Output (H × W × channels)" in head and "any size" in view.header.value
+    for name in state.layers:  # each size against the map the network really computes
+        height, width, channels = state.activation(name).shape
+        assert f"  {height} × {width} × {channels}  " in view.buttons[name].description, name
+    assert "None" not in "".join(b.description for b in view.buttons.values())
+    state.set_image(np.zeros((40, 64, 3), np.uint8))  # another size: the rows follow
+    assert state.activation("block3_conv1").shape[:2] == (10, 16)
+    assert "  10 × 16 × 256  " in view.buttons["block3_conv1"].description
+    assert "this 64×40 image" in view.header.value
+    assert len(view.column_head.value) == len(head)  # same header text, nothing else redrawn
+    # the parameter counts stay exact
+    assert view.buttons["block3_conv1"].description.split()[-1] == f"{3 * 3 * 128 * 256 + 256:,}"
+    view.close()
 
 
 def test_layer_summary_says_16_only_when_it_fits(vgg16_bsds, tiny_model):

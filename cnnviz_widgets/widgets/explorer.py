@@ -24,6 +24,7 @@ from ..errors import CnnvizError, CnnvizWarning
 from ..export import export_png, figures_of
 from ..state import ModelState
 from ._common import close_all, stylesheet
+from .about import model_header
 from .effect import FilterEffect
 from .explain import ClassActivationMap, CompareImages, Predictions
 from .grids import ActivationGrid, WeightGrid
@@ -162,10 +163,7 @@ class Explorer(ipywidgets.VBox):
             self.channel_slider.disabled = state.layer_kind() != "conv"  # only a conv filter has input channels
 
     def _on_image_change(self, _change: traitlets.Bunch | None) -> None:
-        info = self.state.describe()
-        note = f" · {html.escape(info['input_note'])}" if info["input_note"] else ""
-        self.header.value = (f"<b>{html.escape(info['model'])}</b> · weights: {html.escape(info['weights'])} · "
-                             f"input {info['input_size']} ({html.escape(info['preprocess'])} preprocessing){note}")
+        self.header.value = model_header(self.state)  # plain words: Python names only in its hover help
         name = self.state.image_name
         self._setting_picker = True
         try:  # a picture that is not a sample leaves the picker empty rather than naming the wrong one

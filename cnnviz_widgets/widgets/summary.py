@@ -17,6 +17,7 @@ import traitlets
 
 from ..state import ModelState
 from ._common import as_state, close_all
+from .about import model_header
 
 _ROW_CLASS = "cnnviz-summary-row"
 _CURRENT_STYLE = "info"
@@ -28,8 +29,6 @@ _CSS = f"""<style>
 }}
 .cnnviz-layer-summary .{_ROW_CLASS}:disabled {{ opacity: 0.7; cursor: help; }}
 </style>"""
-
-
 
 
 class LayerSummary(ipywidgets.VBox):
@@ -52,9 +51,10 @@ class LayerSummary(ipywidgets.VBox):
         self.rows = self.state.summary()
         self.restyles = 0
         shown = set(self.state.layers)
-        texts = _format_rows(self.rows)
+        self._sizes = self._fed_size()
+        texts = _format_rows(self.rows, self._shapes())
         self.header = ipywidgets.HTML(_CSS + _describe(self.state))
-        self.column_head = ipywidgets.HTML(f'<div class="cnnviz-summary-head">{html.escape(texts[0])}</div>')
+        self.column_head = ipywidgets.HTML(_head_html(texts[0]))
         self.buttons: dict[str, ipywidgets.Button] = {}
         for row, text in zip(self.rows, texts[1:], strict=True):
             name = row["name"]
@@ -76,6 +76,7 @@ class LayerSummary(ipywidgets.VBox):
         self._current: str | None = None
         self._restyle(self.state.layer)
         self.state.observe(self._on_layer_change, names="layer")
+        self.state.observe(self._on_image_change, names="image")
         self._closed = False
 
     @property
@@ -95,6 +96,26 @@ class LayerSummary(ipywidgets.VBox):
             return reason
         kind = self.state.graph.node(name).class_name
         return f"{name} ({kind}) is not shown as maps: only the input, conv and pooling layers are"
+
+    def _fed_size(self) -> tuple[int, int]:
+        return tuple(self.state.model_input.picture.shape[:2])  # type: ignore[return-value]
+
+    def _shapes(self) -> dict[str, tuple]:
+        """Output shapes for the image fed now where the model takes any size (else the model's own)."""
+        if all(self.state.graph.input_shape[:2]):
+            return {}
+        return self.state.graph.output_shapes(*self._sizes)
+
+    def _on_image_change(self, _change: traitlets.Bunch) -> None:
+        # another image size changes the sizes in the table (and the header's sentence); the same size, nothing
+        self.header.value = _CSS + _describe(self.state)
+        if self._fed_size() == self._sizes:
+            return
+        self._sizes = self._fed_size()
+        texts = _format_rows(self.rows, self._shapes())
+        self.column_head.value = _head_html(texts[0])
+        for button, text in zip(self.buttons.values(), texts[1:], strict=True):
+            button.description = text
 
     def _select(self, name: str) -> None:
         self.state.layer = name
@@ -120,6 +141,7 @@ class LayerSummary(ipywidgets.VBox):
             return
         self._closed = True
         self.state.unobserve(self._on_layer_change, names="layer")
+        self.state.unobserve(self._on_image_change, names="image")
         for button in self.buttons.values():
             button.close()
         for part in (self.table, self.header, self.column_head, self.totals):
@@ -128,16 +150,21 @@ class LayerSummary(ipywidgets.VBox):
         close_all(self)
 
 
-def _format_rows(rows: list[dict]) -> list[str]:
-    """Header line, then one space-padded line per row: #, layer, type, output shape, parameters."""
+def _format_rows(rows: list[dict], shapes: dict[str, tuple] | None = None) -> list[str]:
+    """Header line, then one space-padded line per row: #, layer, type, output size, parameters.
+
+    The output size is height × width × channels without Keras' batch dimension, taken from `shapes` (the
+    sizes for the image fed now) where given; a size Keras leaves open shows as "any".
+    """
     counted = 0
     cells = []
     for row in rows:
         counted += bool(row["counts_as_layer"])
         mark = str(counted) if row["counts_as_layer"] else ""
-        shape = "(" + ", ".join(str(d) for d in row["output_shape"]) + ")"
+        dims = (shapes or {}).get(row["name"]) or tuple(row["output_shape"])[1:]
+        shape = " × ".join("any" if d is None else str(d) for d in dims)
         cells.append((mark, row["name"], row["type"], shape, f"{row['params']:,}"))
-    head = ("#", "Layer", "Type", "Output shape", "Param #")
+    head = ("#", "Layer", "Type", "Output (H × W × channels)" if shapes else "Output size", "Param #")
     widths = [max(len(c[i]) for c in [head, *cells]) for i in range(5)]
 
     def line(c: tuple[str, ...]) -> str:
@@ -147,13 +174,19 @@ def _format_rows(rows: list[dict]) -> list[str]:
     return [line(head)] + [line(c) for c in cells]
 
 
+def _head_html(text: str) -> str:
+    return f'<div class="cnnviz-summary-head">{html.escape(text)}</div>'
+
+
 def _describe(state: ModelState) -> str:
-    info = state.describe()
-    note = f"; {html.escape(info['input_note'])}" if info["input_note"] else ""
-    return (f"<div><b>{html.escape(info['model'])}</b> — weights: {html.escape(info['weights'])}<br>"
-            f"<small>input {html.escape(info['input_size'])}, preprocessing "
-            f"{html.escape(info['preprocess'])}{note}. Click a row to show that layer "
-            "(greyed rows cannot be shown as maps).</small></div>")
+    height, width = state.model_input.picture.shape[:2]
+    if all(state.graph.input_shape[:2]):
+        sizes = "The output sizes are height × width × channels."
+    else:  # Keras would print (None, None, None, 512): say once what that means, and show the real sizes
+        sizes = (f"This network takes images of any size: the output sizes (height × width × channels) are the "
+                 f"ones for this {width}×{height} image, and change with it.")
+    return (f"<div>{model_header(state)}<br><small>Click a row to show that layer (greyed rows cannot be shown "
+            f"as maps). {html.escape(sizes)}</small></div>")
 
 
 def _totals(state: ModelState, rows: list[dict]) -> str:
