@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import ipywidgets
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,6 +14,22 @@ from cnnviz_widgets import ModelState
 from cnnviz_widgets.widgets import Explorer, WhatItLooksFor
 
 from .test_scan import collection, detector_model
+
+
+def empty_pictures_shown(root) -> list:
+    """Image widgets without a picture that the page would show (none of their boxes hidden)."""
+    found = []
+
+    def walk(widget, hidden: bool) -> None:
+        layout = getattr(widget, "layout", None)
+        hidden = hidden or getattr(layout, "display", None) == "none"
+        if isinstance(widget, ipywidgets.Image) and not hidden and not widget.value:
+            found.append(widget)
+        for child in getattr(widget, "children", ()):
+            walk(child, hidden)
+
+    walk(root, False)
+    return found
 
 
 def decoded(png: bytes) -> np.ndarray:
@@ -65,13 +82,20 @@ def test_without_a_scan_it_offers_one_and_runs_it(state, tmp_path, monkeypatch):
     view = WhatItLooksFor(state, k=4)
     state.layer = "conv1"
     assert view.scan_box.layout.display is None and "no scan" in view.title.value
-    # nothing empty is on the page (an empty Image shows a broken-picture icon in the browser)
+    # nothing empty is on the page (an empty Image shows a broken-picture icon in the browser): sentences instead
     assert view.grid.layout.display == "none" and view.optimised.layout.display == "none"
+    assert view.placeholder.layout.display is None and "After a scan, the 4 image patches" in view.placeholder.value
+    assert view.optimised_caption.value.startswith("Not made yet.")
+    assert not empty_pictures_shown(view)
+    state.layer = "pool1"  # a pooling layer: no weights, and no empty frame for them
+    assert view.weights_caption.value == "A pooling layer has no weights." and not empty_pictures_shown(view)
+    state.layer = "conv1"
     for i, picture in enumerate(collection()):
         Image.fromarray(picture).save(tmp_path / f"{i:02d}.png")
     view.folder.value = str(tmp_path)
     view.scan_button.click()
     assert view.top is not None and view.scan_box.layout.display == "none" and view.grid.layout.display is None
+    assert view.placeholder.layout.display == "none" and not empty_pictures_shown(view)
     assert view.progress.value == view.progress.max == 12
     assert view.top.sources("conv1", 0)[0] == (str(tmp_path / "03.png"), 10, 12)
     result = view.optimise()

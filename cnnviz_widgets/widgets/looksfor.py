@@ -23,8 +23,20 @@ from ..maximization import maximize
 from ..scan import TopExamples, sample_collection, top_examples
 from ._common import View, as_state, close_all
 
-_CROP_PX = 96  # each crop is shown at this size: a 3-px block1 field and a 200-px block5 field alike
+_CROP_PX = 96  # each crop is sent at about this size: a 3-px block1 field and a 200-px block5 field alike
 _MARK = np.array([255, 127, 14], np.uint8)  # orange, like the selected tiles elsewhere
+# The pictures follow the tab's width (crops in a grid of equal squares, the side column's pictures as wide as
+# it is), up to about the window's height; small pictures are enlarged by the browser without blur.
+_CSS = """<style>
+.cnnviz-looksfor-crops { max-width: 72vh; }
+.cnnviz-looksfor-crops img, .cnnviz-looksfor-side img { width: 100%; height: auto; object-fit: contain; }
+.cnnviz-looksfor-crops img { aspect-ratio: 1; image-rendering: pixelated; }
+.cnnviz-looksfor-weights { image-rendering: pixelated; }
+.cnnviz-looksfor-side { max-width: 360px; }
+.cnnviz-looksfor-body { column-gap: 24px; }
+.cnnviz-looksfor-note .widget-html-content, .cnnviz-looksfor-side .widget-html-content {
+  white-space: normal; line-height: 1.35; }
+</style>"""
 
 
 class WhatItLooksFor(View):
@@ -58,20 +70,25 @@ class WhatItLooksFor(View):
         self._pictures: dict[tuple[str, int], Any] = {}  # (layer, filter) -> FeatureVisualization
 
         self.title = ipywidgets.HTML("")
-        self.crops = [ipywidgets.Image(format="png", layout=ipywidgets.Layout(width=f"{_CROP_PX}px",
-                                                                             height=f"{_CROP_PX}px"))
-                      for _ in range(self.k)]
+        self.title.add_class(f"{css_class}-note")
+        self._style = ipywidgets.HTML(_CSS, layout=ipywidgets.Layout(display="none"))
+        # an Image is only ever shown with a picture in it: an empty one is the browser's broken-picture icon
+        self.crops = [ipywidgets.Image(format="png", layout=ipywidgets.Layout(width="100%")) for _ in range(self.k)]
         self.captions = [ipywidgets.HTML("") for _ in range(self.k)]
-        self.open_buttons = [ipywidgets.Button(description="open", layout=ipywidgets.Layout(width=f"{_CROP_PX}px"),
+        self.open_buttons = [ipywidgets.Button(description="open", layout=ipywidgets.Layout(width="100%"),
                                                tooltip="make this image the current one and mark the unit")
                              for _ in range(self.k)]
         for index, button in enumerate(self.open_buttons):
             button.on_click(lambda _b, i=index: self.open_example(i))
-        self._cells = [ipywidgets.VBox([img, cap, btn]) for img, cap, btn in
-                       zip(self.crops, self.captions, self.open_buttons, strict=True)]
+        self._cells = [ipywidgets.VBox([img, cap, btn], layout=ipywidgets.Layout(min_width="0"))
+                       for img, cap, btn in zip(self.crops, self.captions, self.open_buttons, strict=True)]
         self.grid = ipywidgets.GridBox(self._cells, layout=ipywidgets.Layout(
-            grid_template_columns=f"repeat({min(3, self.k)}, {_CROP_PX + 8}px)"))
+            grid_template_columns=f"repeat({min(3, self.k)}, minmax({_CROP_PX}px, 1fr))", grid_gap="8px",
+            width="100%"))
         self.grid.add_class(f"{css_class}-crops")
+        # before a scan, a sentence where the patches will be (rather than empty picture frames)
+        self.placeholder = ipywidgets.HTML("")
+        self.placeholder.add_class(f"{css_class}-note")
 
         self.folder = ipywidgets.Text(placeholder="folder of images (empty: the bundled samples)",
                                       layout=ipywidgets.Layout(width="320px"))
@@ -82,18 +99,23 @@ class WhatItLooksFor(View):
         self.scan_box = ipywidgets.HBox([self.folder, self.scan_button, self.progress])
         self.scan_box.add_class(f"{css_class}-scan")
 
-        self.optimised = ipywidgets.Image(format="png", layout=ipywidgets.Layout(width="192px", height="192px"))
+        self.optimised = ipywidgets.Image(format="png", layout=ipywidgets.Layout(width="100%"))
         self.optimise_button = ipywidgets.Button(description="optimise picture", icon="magic",
                                                  tooltip="the picture that excites this filter most",
-                                                 layout=ipywidgets.Layout(width="192px"))
+                                                 layout=ipywidgets.Layout(width="auto"))
         self.optimise_button.on_click(lambda _b: self.optimise())
         self.optimised_caption = ipywidgets.HTML("")
-        self.weights = ipywidgets.Image(format="png", layout=ipywidgets.Layout(width="192px"))
+        self.weights = ipywidgets.Image(format="png", layout=ipywidgets.Layout(width="100%"))
+        self.weights.add_class(f"{css_class}-weights")
         self.weights_caption = ipywidgets.HTML("")
-        side = ipywidgets.VBox([ipywidgets.HTML("<b>optimised picture</b>"), self.optimised, self.optimise_button,
-                                self.optimised_caption, ipywidgets.HTML("<b>weights</b>"), self.weights,
-                                self.weights_caption])
-        super().__init__([self.title, self.scan_box, ipywidgets.HBox([self.grid, side])], active=active)
+        side = ipywidgets.VBox([ipywidgets.HTML("<b>Optimised picture</b>"), self.optimised, self.optimise_button,
+                                self.optimised_caption, ipywidgets.HTML("<b>Weights</b>"), self.weights,
+                                self.weights_caption], layout=ipywidgets.Layout(flex="2 1 0%", min_width="200px"))
+        side.add_class(f"{css_class}-side")
+        left = ipywidgets.VBox([self.placeholder, self.grid], layout=ipywidgets.Layout(flex="3 1 0%", min_width="0"))
+        body = ipywidgets.HBox([left, side], layout=ipywidgets.Layout(width="100%"))
+        body.add_class(f"{css_class}-body")
+        super().__init__([self._style, self.title, self.scan_box, body], active=active)
         self.add_class(css_class)
         self.state.observe(self._on_state_change, ["layer", "filter"])
         self._closed = False
@@ -183,20 +205,33 @@ class WhatItLooksFor(View):
         self.optimised.layout.display = "none" if picture is None else None
         if picture is None:
             self.optimised.value = b""
-            self.optimised_caption.value = "not made yet"
+            self.optimised_caption.value = (f"Not made yet. “Optimise picture” changes a noise picture, step by "
+                                            f"step ({self.maximize_steps} steps), until it excites filter {f} "
+                                            "as much as it can; it takes a while, once per filter.")
         else:
             self.optimised.value = render.encode_png(picture.image)
-            self.optimised_caption.value = (f"objective {picture.objective:.3g} (start {picture.start:.3g}), "
-                                            f"{picture.steps} steps")
+            self.optimised_caption.value = (f"How strongly it excites the filter: {picture.objective:.3g} (the "
+                                            f"starting noise: {picture.start:.3g}), after {picture.steps} steps.")
 
     def _draw_crops(self, layer: str, f: int) -> None:
         top = self.top
         scanned = top is not None and layer in top.layers
         self.scan_box.layout.display = "none" if scanned else None
         self.grid.layout.display = None if scanned else "none"
-        if not scanned:
+        self.placeholder.layout.display = "none" if scanned else None
+        if not scanned and top is not None:  # a scan exists, of other layers (the conv layers)
+            self.title.value = (f"<b>{html.escape(layer)}, filter {f}</b>: the scan covers "
+                                f"{len(top.layers)} layers, not this one.")
+            self.placeholder.value = (f"<i>Pick one of the scanned layers ({html.escape(_short(top.layers))}) to "
+                                      "see the image patches that excite its filters most, or scan again.</i>")
+        elif not scanned:
             self.title.value = (f"<b>{html.escape(layer)}, filter {f}</b>: no scan of this layer yet. Scan the "
                                 "bundled samples or a folder to see the patches that excite each filter most.")
+            self.placeholder.value = (
+                f"<i>After a scan, the {self.k} image patches that excite this filter most will be here, strongest "
+                "first: the part of each image its receptive field sees, with an “open” button that shows the whole "
+                "image. One scan covers every conv layer, so after it the sliders move through them at once.</i>")
+        if not scanned:
             for img, cap, btn in zip(self.crops, self.captions, self.open_buttons, strict=True):
                 img.value, cap.value, btn.disabled = b"", "", True
             return
@@ -214,8 +249,10 @@ class WhatItLooksFor(View):
                 img.value, cap.value, btn.disabled = b"", "", True
 
     def _draw_weights(self, layer: str, f: int) -> None:
-        if self.state.layer_kind(layer) != "conv":
-            self.weights.value, self.weights_caption.value = b"", "a pooling layer has no weights"
+        conv = self.state.layer_kind(layer) == "conv"
+        self.weights.layout.display = None if conv else "none"  # never an empty picture frame
+        if not conv:
+            self.weights.value, self.weights_caption.value = b"", "A pooling layer has no weights."
             return
         kernel = self.state.weights(layer)[0][:, :, :, f]  # (kh, kw, C)
         if kernel.shape[2] == 3 and self.state.previous_layer(layer) == self.state.input_layer:
@@ -224,12 +261,13 @@ class WhatItLooksFor(View):
             if self.state.fed_channel_names() == ("B", "G", "R"):
                 picture = picture[..., ::-1]
             picture = render.scale_up(picture, max(1, 96 // max(kernel.shape[:2])))
-            caption = "the kernel as colours (grey = 0)"
+            caption = "The kernel as colours (grey = 0)."
         else:
             shown = min(kernel.shape[2], 64)
             mosaic, _ = render.render_mosaic(kernel, "symmetric", "coolwarm", indices=range(shown))
             picture = render.scale_up(mosaic.image, max(1, 192 // max(mosaic.image.shape[:2])))
-            caption = f"its kernel slices for {shown} of {kernel.shape[2]} input channels (coolwarm, 0 = white)"
+            caption = (f"Its kernel slices for {shown} of {kernel.shape[2]} input channels (blue < 0, white = 0, "
+                       "red > 0).")
         self.weights.value = render.encode_png(picture)
         self.weights_caption.value = caption
 
@@ -238,6 +276,11 @@ class WhatItLooksFor(View):
             self._closed = True
             self.state.unobserve(self._on_state_change, ["layer", "filter"])
         close_all(self)
+
+
+def _short(names: list[str] | tuple[str, ...]) -> str:
+    names = list(names)
+    return ", ".join(names) if len(names) <= 4 else f"{names[0]}, {names[1]} … {names[-1]}"
 
 
 def _fit(crop: np.ndarray, side: int) -> np.ndarray:
