@@ -11,7 +11,18 @@ from PIL import Image
 
 import cnnviz_widgets
 from cnnviz_widgets import CnnvizError, render
-from cnnviz_widgets.export import Panel, compose, enlargement, export_png, figures_of, reproduce_code, save_png
+from cnnviz_widgets.export import (
+    SLIDE_PX,
+    Panel,
+    _on_paper,
+    compose,
+    enlargement,
+    export_png,
+    figures_of,
+    layout_slide,
+    reproduce_code,
+    save_png,
+)
 from cnnviz_widgets.models import ModelInfo
 from cnnviz_widgets.widgets import ActivationGrid, Explorer, FilterEffect, MosaicFigure
 
@@ -27,6 +38,70 @@ def find(haystack: np.ndarray, needle: np.ndarray) -> list[tuple[int, int]]:
     return hits
 
 
+def assert_tiles_are_the_views_enlarged(saved: np.ndarray, slide, figures) -> None:
+    """Each tile of each figure, cut from the view's own picture by its grid and enlarged by the slide's whole
+    factor with np.kron (not the code under test), is at its box in the saved PNG, pixel for pixel."""
+    assert len(slide.tiles) == sum(len(figure.mosaic.indices) for figure in figures)
+    for box in slide.tiles:
+        figure = figures[box.figure]
+        mosaic, picture = figure.mosaic, figure.mosaic.image
+        picture = picture if picture.ndim == 3 else np.repeat(picture[..., None], 3, axis=2)
+        row, col = divmod(mosaic.indices.index(box.index), mosaic.cols)
+        y0, x0 = row * (mosaic.tile_height + mosaic.pad), col * (mosaic.tile_width + mosaic.pad)
+        tile = picture[y0:y0 + mosaic.tile_height, x0:x0 + mosaic.tile_width]
+        enlarged = np.kron(tile, np.ones((box.factor, box.factor, 1), np.uint8))
+        ty0, tx0, ty1, tx1 = box.tile
+        np.testing.assert_array_equal(saved[ty0:ty1, tx0:tx1], enlarged)
+
+
+def test_export_is_slide_sized_with_each_tiles_label_written_under_it(vgg_state, tmp_path):
+    state = vgg_state
+    state.layer = "block1_conv2"
+    grid = ActivationGrid(state)
+    with Image.open(export_png(grid, tmp_path / "grid.png")) as png:
+        saved = np.asarray(png.convert("RGB"))
+    slide = layout_slide(grid)
+    figures = figures_of(grid)
+    assert figures == [grid.figure, grid.detail]  # the mosaic and, beside it, the selected map large
+    assert saved.shape[1] >= SLIDE_PX == 1920 and saved.shape[0] >= 1000
+    assert_tiles_are_the_views_enlarged(saved, slide, figures)
+    mosaic_tiles = [box for box in slide.tiles if box.figure == 0]
+    assert all(box.factor >= 2 for box in slide.tiles)  # 96 px maps: no tile left at its own size
+    # the hover labels are written under their tiles (a PNG has no hover): the same words, in ink
+    for box, label in zip(mosaic_tiles, grid.figure.tooltips, strict=True):
+        assert box.text == label and label.startswith(f"channel {box.index}: min ")
+        cy0, cx0, cy1, cx1 = box.caption
+        assert cy0 >= box.tile[2] and (cx0, cx1) == (box.tile[1], box.tile[3])  # under its tile, as wide
+        ink = saved[cy0:cy1, cx0:cx1].min(axis=2) < 128
+        assert 0.01 < ink.mean() < 0.5, box.index
+    # side by side as in the view: the large map to the right of the mosaic, tops aligned
+    large = next(box for box in slide.tiles if box.figure == 1)
+    assert large.tile[1] > max(box.tile[3] for box in mosaic_tiles) and large.text == ""  # no hover there
+    # tiles do not overlap each other or the captions
+    boxes = [b.tile for b in slide.tiles] + [b.caption for b in mosaic_tiles]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1]), (a, b)
+    # what only a screen does is not said on paper
+    assert _on_paper("each tile has its own range (hover a tile for its values)", True) == (
+        "each tile has its own range (values under each tile)")
+    assert _on_paper("filters (click one to pick it)", False) == "filters"
+    assert _on_paper("a map · click a value to take it apart", False) == "a map"
+    grid.close()
+
+
+def test_a_single_small_picture_fills_the_slide_width():
+    figure = MosaicFigure()
+    picture = np.arange(48 * 64, dtype=np.uint8).reshape(48, 64) % 251
+    figure.show(render.tile_maps(picture[..., None]), title="one map")
+    slide = layout_slide(figure)
+    (box,) = slide.tiles
+    assert slide.image.shape[1] == SLIDE_PX and box.factor == min(16, (SLIDE_PX - 64) // 64, 1600 // 48)
+    np.testing.assert_array_equal(slide.image[box.tile[0]:box.tile[2], box.tile[1]:box.tile[3], 0],
+                                  np.kron(picture, np.ones((box.factor, box.factor), np.uint8)))
+    figure.close()
+
+
 def test_export_png_holds_the_shown_picture_its_title_and_the_code(vgg_state, tmp_path):
     state = vgg_state
     state.layer, state.colormap = "block2_conv1", "viridis"
@@ -35,8 +110,8 @@ def test_export_png_holds_the_shown_picture_its_title_and_the_code(vgg_state, tm
     with Image.open(path) as png:
         saved = np.asarray(png.convert("RGB"))
         metadata = dict(png.text)
-    shown = grid.figure.mosaic.image
-    assert len(find(saved, shown)) == 1  # the mosaic itself, pixel for pixel, once
+    slide = layout_slide(grid)
+    np.testing.assert_array_equal(saved, slide.image)  # the PNG is the slide
     title = grid.figure.title.value.removeprefix("<b>").removesuffix("</b>").replace("&#x27;", "'")
     # the mosaic's title first; the large view of the selected map beside it adds its own after " | "
     assert metadata["Title"].split(" | ")[0] == title and title.startswith("block2_conv1 activations for astronaut")
@@ -53,12 +128,10 @@ def test_export_png_of_a_view_with_several_figures_and_of_one_figure(vgg_state, 
     assert figures == [view.inputs_figure, view.kernels_figure, view.partials_figure, view.result_figure]
     with Image.open(export_png(view, tmp_path / "effect.png")) as png:
         saved, titles = np.asarray(png.convert("RGB")), png.text["Title"].split(" | ")
-    assert len(titles) == 4 and titles[0].startswith("1 · input") and titles[3].startswith("4 · block1_conv1")
-    for figure in figures:  # each picture, enlarged by a whole factor when small (a 64 px map: ×2)
-        image = render.scale_up(figure.mosaic.image, enlargement(figure.mosaic.image.shape[1]))
-        assert find(saved, image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2))
+    assert len(titles) == 4 and titles[0].lower().startswith("1 · input") and titles[3].startswith("4 · block1_conv1")
+    assert_tiles_are_the_views_enlarged(saved, layout_slide(view), figures)
     with Image.open(export_png(view.kernels_figure, tmp_path / "kernels.png")) as png:
-        assert "Description" not in png.text and png.text["Title"].startswith("2 · filter 0")
+        assert "Description" not in png.text and png.text["Title"].lower().startswith("2 · filter 0")
     vgg_state.layer = "block1_pool"  # FilterEffect hides its figures for a pooling layer
     with pytest.raises(CnnvizError, match="FilterEffect shows no picture to export"):
         export_png(view, tmp_path / "nothing.png")

@@ -50,6 +50,7 @@ class MosaicFigure(ipywidgets.VBox):
     def __init__(self, *, css_class: str | None = None, width_px: int = 420, colorbar: bool = True,
                  hover_labels: bool = True):
         self.width_px = int(width_px)
+        self.hover_labels = bool(hover_labels)  # an export writes the labels under the tiles only where they hover
         self.mosaic: render.Mosaic | None = None
         self.redraws = 0
         self._click_callbacks: list[Callable[[int], None]] = []
