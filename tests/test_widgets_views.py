@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 import math
+import re
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from cnnviz_widgets import CnnvizError, ModelState, render
-from cnnviz_widgets.widgets._common import format_number as short  # the views' number format
 from cnnviz_widgets.widgets.effect import KERNEL_TILE_PX, MAP_SIDE, SIGNED_CMAP, FilterEffect
 from cnnviz_widgets.widgets.summary import LayerSummary
 from tests.conftest import notifier_counts
@@ -147,18 +147,26 @@ def test_filter_effect_pictures_are_the_rendered_breakdown(vgg_state):
     expected, _ = render.render_mosaic(np.stack([b.pre_activation, b.output], -1), "per_map", "grey",
                                        max_side=MAP_SIDE, cols=2)
     np.testing.assert_array_equal(picture(view.result_figure), expected.image)  # one row, no empty slot
-    assert "tiles: sum of all channels + bias; after relu: the layer&#x27;s output" in view.result_figure.title.value
+    # every tile of row 4 is captioned underneath, left to right
+    assert view.result_figure.caption_texts == ["sum of all channels + bias", "after relu: the layer&#x27;s output"]
 
     # words: caffe preprocessing feeds B, G, R minus the ImageNet mean, and the labels say so
     assert "B, G, R (in that order) minus the ImageNet mean" in view.heading.value
     labels = dict(zip(b.channels, b.channel_labels, strict=True))
     assert labels == {0: "B − 103.9", 1: "G − 116.8", 2: "R − 123.7"}
     assert "the fed image's channels" in view.inputs_figure.title.value.replace("&#x27;", "'")
+    assert view.inputs_figure.caption_texts == [f"channel {c}: {labels[c]}" for c in b.channels]
     assert "each map scaled to its own min..max" in view.inputs_figure.title.value
-    c0 = b.channels[0]
-    values = " / ".join(" ".join(short(v) for v in row) for row in kernel[:, :, c0, 34])
-    assert view.kernels_figure.tooltips[0] == f"channel {c0} kernel: {values}"  # 3×3 weights on hover
-    assert "cnnviz-kernel-values" in view.kernel_values.value
+    # the 3×3 weights on hover, and written under each kernel tile: every number of the row with the same
+    # decimals (3 significant digits for the largest)
+    c0, largest = b.channels[0], float(np.abs(b.kernels).max())
+    decimals = 2 - math.floor(math.log10(largest))
+    values = " / ".join(" ".join(f"{v:.{decimals}f}" for v in row) for row in kernel[:, :, c0, 34])
+    assert view.kernels_figure.tooltips[0] == f"channel {c0} kernel: {values}"
+    for i, caption in enumerate(view.kernels_figure.caption_texts):
+        cells = re.findall(r"<td>([^<]*)</td>", caption)
+        assert caption.startswith(f"channel {b.channels[i]}<table") and len(cells) == 9
+        assert cells == [f"{v:.{decimals}f}" for v in b.kernels[:, :, i].ravel()]
     assert view.result_figure.tooltips[1].startswith("after relu: the layer's output")
     view.close()
 
@@ -172,17 +180,21 @@ def test_filter_effect_channel_chooser(vgg_state):
     assert len(view.result_figure.mosaic.indices) == 3  # the 61 channels not shown get a tile of their own
     assert view.result_figure.tooltips[0].startswith("the other 61 channels together")
     np.testing.assert_allclose(view.result_maps(b)[0][..., 0], b.rest)
-    assert "Their ranks among the 64 by mean |partial sum|: 1, 2, 3; the other 61" in view.heading.value
+    assert "the 3 that contribute most, by mean |partial sum| (ranks 1, 2, 3)" in view.heading.value
+    assert "The other 61 are added up in row 4" in view.heading.value and "orange outline" in view.heading.value
+    assert view.partials_figure.caption_texts[0].startswith(f"channel {b.channels[0]} · rank 1 · mean |·| ")
 
     view.top_k.value = 5
     assert view.breakdown.channels == b.ranking[:5] and len(view.kernels_figure.mosaic.indices) == 5
     view.channels.value = "0, 5, 17"  # typing channels switches to picking them
     assert view.mode.value == "pick" and view.breakdown.channels == (0, 5, 17) and view.top_k.disabled
+    assert "the channels you picked" in view.heading.value
     assert view.inputs_figure.tooltips[1].startswith("channel 5 · block1_conv1 channel 5")
     np.testing.assert_array_equal(view.breakdown.previous_maps, state.activation("block1_conv1")[..., [0, 5, 17]])
     view.channels.value = "0, 99"
     assert "'99' is out of range" in view.message.value.replace("&#x27;", "'")
-    assert view.breakdown.channels == b.ranking[:5]  # falls back to the top contributors
+    assert view.breakdown.channels == b.ranking[:5]  # falls back to the top contributors, and says so
+    assert "the 5 that contribute most" in view.heading.value and "you picked" not in view.heading.value
     view.mode.value = "top"
     assert view.message.value == "" and view.breakdown.channels == b.ranking[:5]
     view.close()

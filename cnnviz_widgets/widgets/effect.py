@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets
@@ -80,11 +81,10 @@ class FilterEffect(View):
         self.message.add_class("cnnviz-view-message")
         self.inputs_figure = MosaicFigure(css_class=f"{css_class}-inputs", width_px=width_px)
         self.kernels_figure = MosaicFigure(css_class=f"{css_class}-kernels", width_px=width_px)
-        self.kernel_values = ipywidgets.HTML("")
         self.partials_figure = MosaicFigure(css_class=f"{css_class}-partials", width_px=width_px)
         self.result_figure = MosaicFigure(css_class=f"{css_class}-result", width_px=width_px)
-        self.figures = ipywidgets.VBox([self.inputs_figure, self.kernels_figure, self.kernel_values,
-                                        self.partials_figure, self.result_figure])
+        self.figures = ipywidgets.VBox([self.inputs_figure, self.kernels_figure, self.partials_figure,
+                                        self.result_figure])
         super().__init__([self.heading, self.controls, self.message, self.figures])
         self.add_class(css_class)
 
@@ -132,57 +132,63 @@ class FilterEffect(View):
         self.message.value = (f'<span style="color: var(--jp-error-color1, #a33)">{html.escape(problem)}</span>'
                               if problem else "")
         show_child(self, self.figures, True)
-        self.heading.value = self._heading(breakdown)
+        self.heading.value = self._heading(breakdown, picked=channels is not None)
         self._draw(breakdown)
 
     def _draw(self, b: FilterBreakdown) -> None:
         s, k = self.state, len(b.channels)
         highlight = b.channels.index(s.channel) if s.channel in b.channels else None
         cols = list(b.channels)
+        fed = b.previous_layer == s.input_layer
+        names = [f"channel {c}" for c in cols]
 
         mosaic, ranges = render.render_mosaic(b.previous_maps, s.normalization, s.colormap, max_side=MAP_SIDE, cols=k)
         tips = [f"channel {c} · {label} · values {format_number(lo)}..{format_number(hi)} · "
                 f"rank {rank} of {b.n_channels} (mean |partial| {format_number(value)})"
                 for c, label, (lo, hi), rank, value in zip(cols, b.channel_labels, ranges, b.shown_rank,
                                                            b.shown_contribution, strict=True)]
-        what = ("the fed image's channels" if b.previous_layer == s.input_layer
-                else f"{b.previous_layer}'s output channels")
-        title = (f"1 · input: {what} {', '.join(map(str, cols))} ({'; '.join(b.channel_labels)}) · "
-                 f"{_MODE_WORDS[s.normalization]}")
-        self.inputs_figure.show(mosaic, title=title, tooltips=tips, highlight=highlight,
+        # the fed image's channels carry what they are (B − 103.9); a layer's channels are just numbered
+        captions = ([f"{name}: {html.escape(label)}" for name, label in zip(names, b.channel_labels, strict=True)]
+                    if fed else names)
+        what = "the fed image's channels" if fed else f"{b.previous_layer}'s output"
+        title = f"1 · Input: {what} · {_MODE_WORDS[s.normalization]}"
+        self.inputs_figure.show(mosaic, title=title, tooltips=tips, highlight=highlight, captions=captions,
                                 **self._bar(s.colormap, s.normalization, ranges))
 
         kh, kw = b.kernels.shape[:2]
         factor = max(1, math.ceil(KERNEL_TILE_PX / max(kh, kw)))
         mosaic, ranges = render.render_mosaic(render.scale_up(b.kernels, factor), "symmetric", SIGNED_CMAP,
                                               cols=k, pad=2)
-        tips = [f"channel {c} kernel: "
-                + " / ".join(" ".join(format_number(v) for v in row) for row in b.kernels[:, :, i])
+        number = uniform_format(b.kernels)
+        tips = [f"channel {c} kernel: " + " / ".join(" ".join(number(v) for v in row) for row in b.kernels[:, :, i])
                 for i, c in enumerate(cols)]
-        title = (f"2 · filter {b.filter}'s {kh}×{kw} kernel slices for those channels · symmetric over these "
-                 f"slices (blue < 0, white = 0, red > 0)")
-        self.kernels_figure.show(mosaic, title=title, tooltips=tips, highlight=highlight,
+        captions = ([f"{name}{_kernel_table(b.kernels[:, :, i], number)}" for i, name in enumerate(names)]
+                    if kh * kw <= _VALUES_UP_TO else names)
+        title = (f"2 · Filter {b.filter}'s {kh}×{kw} weights for these channels · blue < 0, white = 0, red > 0, "
+                 f"one scale for the row")
+        self.kernels_figure.show(mosaic, title=title, tooltips=tips, highlight=highlight, captions=captions,
                                  colorbar=(SIGNED_CMAP, ranges[0, 0], ranges[0, 1]), colorbar_label="weight")
-        self.kernel_values.value = _kernel_tables(b) if kh * kw <= _VALUES_UP_TO else ""
 
         mosaic, ranges = render.render_mosaic(b.partials, "symmetric", SIGNED_CMAP, max_side=MAP_SIDE, cols=k)
-        tips = [f"channel {c} ⋆ its kernel slice: {format_number(b.partials[..., i].min())}.."
+        tips = [f"channel {c} ⋆ its weights: {format_number(b.partials[..., i].min())}.."
                 f"{format_number(b.partials[..., i].max())}, mean |·| {format_number(b.shown_contribution[i])}"
                 for i, c in enumerate(cols)]
-        title = ("3 · each channel cross-correlated with its slice (its partial sum) · symmetric over these maps, "
-                 "shared range")
-        self.partials_figure.show(mosaic, title=title, tooltips=tips, highlight=highlight,
+        captions = [f"{name} · rank {rank} · mean |·| {format_number(value)}"
+                    for name, rank, value in zip(names, b.shown_rank, b.shown_contribution, strict=True)]
+        title = "3 · Each channel cross-correlated with its weights (its partial sum) · one symmetric scale for the row"
+        self.partials_figure.show(mosaic, title=title, tooltips=tips, highlight=highlight, captions=captions,
                                   colorbar=(SIGNED_CMAP, ranges[0, 0], ranges[0, 1]), colorbar_label="partial sum")
 
-        maps, tips = self.result_maps(b)
-        # one row, like rows 1–3 (a 2×2 grid left an empty slot); the title names each tile, left to right
+        maps, labels = self.result_maps(b)
+        # one row, like rows 1–3 (a 2×2 grid left an empty slot), each tile captioned underneath
         mosaic, ranges = render.render_mosaic(maps, s.normalization, s.colormap, max_side=MAP_SIDE,
                                               cols=maps.shape[2])
-        captions = "; ".join(tips)  # " | " separates the figures of an exported PNG
-        tips = [f"{tip}: {format_number(lo)}..{format_number(hi)}" for tip, (lo, hi) in zip(tips, ranges, strict=True)]
+        tips = [f"{label}: {format_number(lo)}..{format_number(hi)}" for label, (lo, hi) in zip(labels, ranges,
+                                                                                               strict=True)]
         title = (f"4 · {b.layer} filter {b.filter}: sum over all {b.n_channels} channels + bias "
-                 f"({format_number(b.bias)}) → {b.activation} · {_MODE_WORDS[s.normalization]} · tiles: {captions}")
-        self.result_figure.show(mosaic, title=title, tooltips=tips, **self._bar(s.colormap, s.normalization, ranges))
+                 f"({format_number(b.bias)}) → {b.activation} · {_MODE_WORDS[s.normalization]}")
+        self.result_figure.show(mosaic, title=title, tooltips=tips, captions=[html.escape(t) for t in labels],
+                                **self._bar(s.colormap, s.normalization, ranges))
 
     @staticmethod
     def result_maps(b: FilterBreakdown) -> tuple[np.ndarray, list[str]]:
@@ -201,19 +207,24 @@ class FilterEffect(View):
             return dict(colorbar=(cmap, 0.0, 1.0), colorbar_ends=("tile min", "tile max"))
         return dict(colorbar=(cmap, float(ranges[0, 0]), float(ranges[0, 1])))
 
-    def _heading(self, b: FilterBreakdown) -> str:
+    def _heading(self, b: FilterBreakdown, picked: bool) -> str:
         shown = len(b.channels)
-        how = ("the top contributors, ranked by mean |partial sum|" if self.mode.value == "top"
-               else "the channels picked")
         # Ranks, not a share of the total: a share needs every channel's partial sum, which a step skips.
         ranks = ", ".join(map(str, b.shown_rank))
-        share = (f"Their ranks among the {b.n_channels} by mean |partial sum|: {ranks}; the other "
-                 f"{b.n_channels - shown} add the rest (row 4)." if shown < b.n_channels
-                 else "All input channels are shown.")
+        if shown == b.n_channels:
+            which = "all its input channels"
+        elif picked:
+            which = f"the channels you picked (their ranks by mean |partial sum|: {ranks})"
+        else:
+            which = f"the {shown} that contribute most, by mean |partial sum| (ranks {ranks})"
+        rest = f" The other {b.n_channels - shown} are added up in row 4." if shown < b.n_channels else ""
+        # said always, not only while the selected channel is shown: the outline moves without a redraw
+        outline = (' An <span style="color: #ff7f0e; font-weight: bold">orange outline</span> marks the selected '
+                   "input channel when it is shown (input channel slider, or click a tile).")
         note = f"<br><small>{html.escape(b.note)}</small>" if b.note else ""
         return (f"<b>{html.escape(b.layer)} ({html.escape(b.layer_type)}), filter {b.filter}</b> of "
-                f"{self.state.n_filters()}: input {html.escape(b.previous_layer)} ({b.n_channels} channels). "
-                f"Shown: {how}. {share}{note}")
+                f"{self.state.n_filters()}, on {html.escape(b.previous_layer)}'s {b.n_channels} channels. "
+                f"Shown: {which}.{rest}{outline}{note}")
 
     def _show_message_only(self, text: str) -> None:
         self.breakdown = None
@@ -255,20 +266,23 @@ class FilterEffect(View):
         for control, handler in self._control_handlers:
             control.unobserve(handler, "value")
         for part in (self.inputs_figure, self.kernels_figure, self.partials_figure, self.result_figure,
-                     self.kernel_values, self.figures, self.heading, self.mode, self.top_k, self.channels,
+                     self.figures, self.heading, self.mode, self.top_k, self.channels,
                      self.controls, self.message):
             part.close()
         super().close()
         close_all(self)
 
 
-def _kernel_tables(b: FilterBreakdown) -> str:
-    """Small tables of the kernel weights, one per shown channel, in the order of the tiles."""
-    tables = []
-    for i, c in enumerate(b.channels):
-        rows = "".join("<tr>" + "".join(f'<td style="padding: 0 4px; text-align: right">{format_number(v)}</td>'
-                                        for v in row) + "</tr>" for row in b.kernels[:, :, i])
-        tables.append(f'<table style="display: inline-table; margin-right: 12px; font-family: monospace; '
-                      f'font-size: 11px"><caption style="font-size: 11px">channel {c}</caption>{rows}</table>')
-    bias = f"<small>bias {format_number(b.bias)}</small>"
-    return f'<div class="cnnviz-kernel-values">{"".join(tables)} {bias}</div>'
+def uniform_format(values: np.ndarray) -> Callable[[float], str]:
+    """One number format for a set of values: the same decimals for all, 3 significant digits for the largest,
+    so a table of weights lines up and compares at a glance (0.122, -0.030, 0.004)."""
+    largest = float(np.abs(values).max()) if np.size(values) else 0.0
+    decimals = 0 if largest == 0 else int(np.clip(2 - math.floor(math.log10(largest)), 0, 8))
+    return lambda value: f"{float(value):.{decimals}f}"
+
+
+def _kernel_table(kernel: np.ndarray, number: Callable[[float], str]) -> str:
+    """A (kh, kw) slice of weights as a small right-aligned table (rows and columns as in the tile above)."""
+    rows = "".join("<tr>" + "".join(f"<td>{number(v)}</td>" for v in row) + "</tr>" for row in kernel)
+    return (f'<table class="cnnviz-kernel-values" style="margin: 2px auto 0; font-family: monospace; '
+            f'font-size: 11px; border-spacing: 6px 0; text-align: right">{rows}</table>')

@@ -29,6 +29,15 @@ _COLORBAR_LABEL_OFFSET = "36px"  # the caption below the tick labels, not on the
 _HIGHLIGHT_COLOR = "#ff7f0e"  # orange: stands out on grey, coolwarm, viridis and magma alike
 _MAX_HEIGHT = "72vh"  # a tall picture stops growing here, so the whole of it fits on the screen
 _figure_ids = itertools.count()
+# Captions under a one-row mosaic: one grid column per tile, the figure's own width and margins, so each
+# caption sits under its tile at any width.
+_CAPTIONS_CSS = """
+.cnnviz-mosaic-captions { box-sizing: border-box; padding: 0 2px; width: 100%; }
+.cnnviz-mosaic-captions .widget-html-content { display: block; }
+.cnnviz-caption-grid { display: grid; column-gap: 4px; align-items: start; font-size: 12px; line-height: 1.3;
+                       color: var(--jp-ui-font-color1, #212121); }
+.cnnviz-caption-grid > div { text-align: center; min-width: 0; overflow-wrap: anywhere; }
+"""
 
 
 class MosaicFigure(ipywidgets.VBox):
@@ -93,7 +102,10 @@ class MosaicFigure(ipywidgets.VBox):
 
         self._colorbar_figure: bqplot.Figure | None = None
         self._colorbar_cmap: str | None = None
-        children: list[ipywidgets.Widget] = [self._size_style, self.title, self.figure]
+        self.captions = ipywidgets.HTML("", layout=ipywidgets.Layout(display="none"))
+        self.captions.add_class("cnnviz-mosaic-captions")
+        self.captions.add_class(self._size_class)
+        children: list[ipywidgets.Widget] = [self._size_style, self.title, self.figure, self.captions]
         if colorbar:
             self._bar_scale = bqplot.LinearScale(min=0.0, max=1.0, allow_padding=False)
             self._bar_mark = bqplot.Image(image=_blank_image(), x=[0, 1], y=[0, 1],
@@ -120,8 +132,8 @@ class MosaicFigure(ipywidgets.VBox):
     def show(self, mosaic: render.Mosaic, *, title: str, tooltips: Sequence[str] | None = None,
              colorbar: tuple[str, float, float] | None = None, fmt: str = "png",
              colorbar_label: str = "", colorbar_ends: tuple[str, str] | None = None,
-             highlight: int | None = None) -> None:
-        """Draw `mosaic.image`, set the title, hover labels and colour bar, in one synced update.
+             highlight: int | None = None, captions: Sequence[str] | None = None) -> None:
+        """Draw `mosaic.image`, set the title, hover labels, captions and colour bar, in one synced update.
 
         Parameters
         ----------
@@ -142,6 +154,9 @@ class MosaicFigure(ipywidgets.VBox):
             own range.
         highlight
             Map index to outline (see `highlight`); None keeps the current one if this mosaic still shows it.
+        captions
+            For a one-row mosaic: one piece of HTML per tile (the caller escapes text), shown under its tile,
+            so what a hover label says is also on the page (and in screenshots). None: no captions.
         """
         labels = [f"map {i}" for i in mosaic.indices] if tooltips is None else [str(t) for t in tooltips]
         if len(labels) != len(mosaic.indices):
@@ -149,10 +164,14 @@ class MosaicFigure(ipywidgets.VBox):
                                      f"got {len(labels)}")
         if fmt not in ("png", "jpeg"):
             raise CnnvizError(f"fmt must be 'png' or 'jpeg'; got {fmt!r}")
+        if captions is not None and (mosaic.rows != 1 or len(captions) != len(mosaic.indices)):
+            raise CnnvizError(f"captions need a one-row mosaic and one caption per tile ({len(mosaic.indices)} "
+                              f"tiles in {mosaic.rows} rows); got {len(captions)}")
         encoded = self._encoded(mosaic.image, fmt)
         bar = None if colorbar is None else (str(colorbar[0]), float(colorbar[1]), float(colorbar[2]))
         ends = None if colorbar_ends is None else (str(colorbar_ends[0]), str(colorbar_ends[1]))
-        drawn = (encoded, title, tuple(labels), bar, mosaic.rows, mosaic.cols, colorbar_label, ends)
+        notes = None if captions is None else tuple(str(c) for c in captions)
+        drawn = (encoded, title, tuple(labels), bar, mosaic.rows, mosaic.cols, colorbar_label, ends, notes)
         self.mosaic = mosaic  # clicks use the newest grid even when the picture is unchanged
         wanted = self._highlighted if highlight is None else highlight
         if drawn == self._last_drawn:
@@ -161,7 +180,7 @@ class MosaicFigure(ipywidgets.VBox):
             return
         self._last_drawn = drawn
         widgets = [self.image_mark, self._hover_marks, self._outline, self._x_scale, self._y_scale, self.figure,
-                   self.title, self._size_style]
+                   self.title, self._size_style, self.captions]
         if self._colorbar_figure is not None:
             widgets += [self._bar_mark, self._bar_scale, self._bar_axis, self._colorbar_figure]
         with contextlib.ExitStack() as stack:
@@ -170,6 +189,7 @@ class MosaicFigure(ipywidgets.VBox):
             self._draw_picture(mosaic, encoded, fmt)
             self._draw_hover_marks(mosaic, labels)
             self.title.value = f"<b>{html.escape(title)}</b>"
+            self._draw_captions(notes, mosaic.cols)
             self._draw_colorbar(bar, colorbar_label, ends)
             self._draw_outline(wanted)
         self.redraws += 1
@@ -194,7 +214,8 @@ class MosaicFigure(ipywidgets.VBox):
             self.figure.min_aspect_ratio = self.figure.max_aspect_ratio = aspect
         rule = (f".{self._size_class}.cnnviz-mosaic-figure {{ aspect-ratio: {aspect:.5f}; height: auto; "
                 f"max-width: calc({_MAX_HEIGHT} * {aspect:.5f}); }}")
-        self._size_style.value = f"<style>{THEME_CSS}{rule}</style>"
+        rule += f" .{self._size_class}.cnnviz-mosaic-captions {{ max-width: calc({_MAX_HEIGHT} * {aspect:.5f}); }}"
+        self._size_style.value = f"<style>{THEME_CSS}{_CAPTIONS_CSS}{rule}</style>"
 
     def highlight(self, index: int | None) -> None:
         """Outline the tile of map `index` (None, or a map this mosaic does not show: no outline).
@@ -254,6 +275,22 @@ class MosaicFigure(ipywidgets.VBox):
         self._hover_marks.y = mosaic.rows - 1 - rows + 0.5  # row 0 is at the top, y grows upwards
         self._hover_marks.names = np.array(labels, dtype=object)
         self._hover_marks.default_size = max(1, int(cell_px * 0.9) ** 2)  # marker size is an area in px²
+
+    def _draw_captions(self, notes: tuple[str, ...] | None, cols: int) -> None:
+        if not notes:
+            self.captions.layout.display = "none"
+            self.captions.value = ""
+            return
+        cells = "".join(f"<div>{note}</div>" for note in notes)
+        self.captions.value = (f'<div class="cnnviz-caption-grid" style="grid-template-columns: '
+                               f'repeat({cols}, minmax(0, 1fr))">{cells}</div>')
+        self.captions.layout.display = None
+
+    @property
+    def caption_texts(self) -> list[str]:
+        """The HTML under each tile, in tile order ([] when none)."""
+        notes = None if self._last_drawn is None else self._last_drawn[8]
+        return list(notes or ())
 
     def _draw_colorbar(self, bar: tuple[str, float, float] | None, label: str,
                        ends: tuple[str, str] | None) -> None:
