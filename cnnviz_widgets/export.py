@@ -130,8 +130,8 @@ def save_png(image: np.ndarray, path: str | os.PathLike, metadata: dict[str, str
     info.add_text("Software", f"cnnviz_widgets {__version__}")
     for key, value in (metadata or {}).items():
         info.add_itxt(key, value)  # iTXt: UTF-8, so "×" and "·" survive
-    # level 3: a slide-sized export encodes in a fraction of level 6's time, a few per cent larger
-    Image.fromarray(np.ascontiguousarray(image)).save(target, format="PNG", pnginfo=info, compress_level=3)
+    # level 1: a slide-sized export (1920 px wide) encodes faster than at level 6, for ~30 % more bytes
+    Image.fromarray(np.ascontiguousarray(image)).save(target, format="PNG", pnginfo=info, compress_level=1)
     return target
 
 
