@@ -113,12 +113,18 @@ def test_class_activation_map_of_a_filter_without_classifier(vgg_state):
     assert view.explanation.method == "saliency" and view.layer_picker.layout.display == "none"
     assert view.explanation.raw.shape == state.model_input.picture.shape[:2]
     view.method.value = "grad-cam"
+    # the menu names the layer "automatic" stands for, and offers only the conv layers before the filter's
+    assert view.layer_picker.options[0] == ("automatic: block2_conv2", "")
+    assert [v for _, v in view.layer_picker.options[1:]] == ["block1_conv1", "block1_conv2", "block2_conv1",
+                                                             "block2_conv2"]
     view.layer_picker.value = "block1_conv2"  # an earlier layer: finer maps
     assert view.explanation.layer == "block1_conv2" and view.explanation.raw.shape == state.model_input.array.shape[:2]
-    state.layer = "block1_conv1"  # after the picked layer: its score does not depend on it
-    assert "does not depend on block1_conv2: pick a layer before it" in view.message.value
-    view.layer_picker.value = ""  # the default: the last conv layer before the filter's; there is none
-    assert "no conv layer before block1_conv1" in view.message.value and view.figure not in view.children
+    state.layer = "block1_conv1"  # nothing before it to weigh: the menu is back on automatic, which says so
+    assert [tuple(o) for o in view.layer_picker.options] == [("automatic", "")] and view.layer_picker.value == ""
+    assert "no conv layer before block1_conv1" in view.message.value and view.frame not in view.children
+    state.layer = "block2_conv1"
+    assert view.layer_picker.options[0] == ("automatic: block1_conv2", "") and view.frame in view.children
+    assert view.explanation.layer == "block1_conv2"
     state.layer = state.input_layer
     assert "is the model input" in view.message.value
     view.close()
@@ -180,6 +186,8 @@ def test_compare_images_share_one_range(vgg_state):
         assert figure.colorbar_values == ("grey", pytest.approx(lo, rel=1e-5), pytest.approx(hi, rel=1e-5))
     assert "equal colours mean equal values" in view.message.value
     assert f"cat · block2_conv1 channel {f}" in view.figures[1].title.value
+    # one scale for both: each side's share of the row is its map's width
+    assert [side.layout.flex for side in view.sides.children] == [f"{left.shape[1]} 1 0%", f"{right.shape[1]} 1 0%"]
 
     state.normalization = "symmetric"
     m = max(np.abs(left).max(), np.abs(right).max())
@@ -187,8 +195,11 @@ def test_compare_images_share_one_range(vgg_state):
     passes = state.forward_passes
     state.filter = g  # both images' outputs are cached: no forward pass
     assert state.forward_passes == passes and f"channel {g}" in view.figures[0].title.value
-    view.picker.value = "coffee"
+    notes = []
+    view.frame.note.observe(lambda change: notes.append(change["new"]), "value")
+    view.picker.value = "coffee"  # a new image runs the network: said over the pictures meanwhile
     assert view.other_name == "coffee" and view.other_input.picture.shape[:2] == (64, 96)
+    assert notes == ["running the network on coffee …"] and view.frame.note.layout.display == "none"
     with pytest.raises(ImageError):
         view.set_other_image(b"not an image")
     assert view.other_name == "coffee"  # the previous image stays
@@ -206,3 +217,38 @@ def test_closing_the_views_closes_every_widget_they_made(state):
     for view in views:
         view.close()
     assert open_widgets() - before == set()
+
+
+def test_grad_cam_keeps_the_old_picture_under_a_note_while_it_computes(vgg_state):
+    state = vgg_state
+    state.layer, state.filter = "block2_conv2", 3
+    view = ClassActivationMap(state, active=False)  # a background tab: nothing computed yet
+    assert view.explanation is None
+    # never an empty panel: the input picture stands in before the first pass
+    np.testing.assert_array_equal(picture(view.figure), state.model_input.picture)
+    seen = []
+
+    def on_note(change):  # what the browser is sent when the note appears: the picture shown under it
+        if change["new"] is None:
+            seen.append((view.frame.note.value, "cnnviz-busy" in view.frame._dom_classes, picture(view.figure),
+                         view.frame in view.children))
+
+    view.frame.note.layout.observe(on_note, "display")
+    view.active = True
+    assert len(seen) == 1
+    note, dimmed, shown, in_view = seen[0]
+    assert note == "computing Grad-CAM …" and dimmed and in_view
+    np.testing.assert_array_equal(shown, state.model_input.picture)  # the old picture, not an empty one
+    assert view.frame.note.layout.display == "none" and "cnnviz-busy" not in view.frame._dom_classes
+    first = picture(view.figure)
+    assert not np.array_equal(first, state.model_input.picture)  # the heat map came over it
+
+    state.filter = 7  # a new gradient pass: the previous heat map stays under the note meanwhile
+    assert len(seen) == 2 and seen[1][0] == "computing Grad-CAM …"
+    np.testing.assert_array_equal(seen[1][2], first)
+    passes = state.explainer.gradient_passes
+    view.opacity.value = 0.3  # a new blend of the same explanation: no pass, no note
+    state.filter = 7
+    assert len(seen) == 2 and state.explainer.gradient_passes == passes
+    view.frame.note.layout.unobserve(on_note, "display")
+    view.close()

@@ -172,10 +172,30 @@ def test_pixel_view_explains_a_64_channel_filter_on_vgg16(vgg_state):
     view.top_k.value = 3
     assert len(view.breakdown.channels) == 3
     assert len(view.patches_figure.mosaic.indices) == 3
+    for figure in (view.patches_figure, view.kernels_figure, view.products_figure):  # each tile's channel over it
+        assert [w.value for w in view._captions[figure].children] == [f"channel {c}" for c in view.breakdown.channels]
 
+    # a 96×96 map: a zoomed crop of 24×24 values around the pick, in the map's own colours, takes clicks too
+    maps = state.activation()[..., 1]
+    assert view.zoom_figure in view.top.children and view._zoom_origin == (0, 0)
+    lo, hi = view._map_range
+    expected, _ = render.render_mosaic(maps[:24, :24, None], cmap="grey", pad=0, value_range=(lo, hi))
+    np.testing.assert_array_equal(picture(view.zoom_figure), expected.image)
+    assert (lo, hi) == pytest.approx((float(maps.min()), float(maps.max())), rel=1e-5)  # per map, unpooled
+    view.select(50, 60)  # far from the crop: it centres on the pick
+    assert view._zoom_origin == (38, 48) and "rows 38–61, columns 48–71" in view.zoom_figure.title.value
+    content = {"event": "element_click", "data": {"click_x": (3 + 0.5) / 24, "click_y": 1 - (20 + 0.5) / 24}}
+    view.zoom_figure.image_mark._handle_custom_msg(content, [])  # the value 3 right, 20 down in the crop
+    assert (view.row, view.col) == (58, 51) and view._zoom_origin == (38, 48)  # inside: the crop stays put
+    assert list(view.zoom_mark.x) == pytest.approx([3 / 24, 4 / 24, 4 / 24, 3 / 24, 3 / 24])
+
+    state.layer = "block1_conv1"  # the fed colour channels: their captions say which colour
+    captions = [w.value for w in view._captions[view.kernels_figure].children]
+    assert all(c.startswith("channel ") for c in captions) and any("(B − 103.9)" in c for c in captions)
     state.layer = "block5_conv3"  # 6×6 maps at 96 px: the field (196 px) is bigger than the picture
     field = state.receptive_field()
     assert field.size == (196, 196) and view.box == field.box(view.row, view.col)
+    assert view.zoom_figure not in view.top.children  # small enough to click on: no zoom
     view.close()
 
 
@@ -219,11 +239,16 @@ def test_channel_stats_bars_sort_select_and_share_the_order(k, rng):
     dead = int((stats["zeros"] == 1.0).sum())  # channel 0 for sure; others may be, for this random image
     assert stats["zeros"][0] == 1.0 and f"{dead} of 5 channels are dead" in view.summary.value
     assert list(view.bars.selected) == [0]  # the current filter
+    assert view.x_axis.label == "channel" and not view.x_axis.tick_labels  # channel numbers, in order
+    assert "Activations tab" in view.order_note.value  # the menu says what else it sorts, in sight
 
     view.order_menu.value = "mean"  # the sort control is the state's channel order
     assert state.channel_order == "mean" and view.statistic == "mean"
     order = [int(c) for c in np.argsort(-stats["mean"], kind="stable")]
     assert view.order == order and list(view.bars.x) == [str(c) for c in order]
+    # sorted, the axis counts ranks (its ticks are looked up by the bar's channel), the hover names the channel
+    assert view.x_axis.tick_labels == {str(c): str(rank) for rank, c in enumerate(order, start=1)}
+    assert view.x_axis.label.startswith("rank by mean") and "channel" in view.bars.tooltip.labels
     np.testing.assert_array_equal(view.bars.y, stats["mean"][order])
     assert list(view.bars.selected) == [order.index(0)]
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import ipywidgets
@@ -47,7 +48,25 @@ THEME_CSS = """
                             --bq-axis-tick-text-fill: var(--jp-ui-font-color2, #616161) !important;
                             --bq-axis-path-stroke: var(--jp-ui-font-color2, #616161) !important;
                             --bq-axis-tick-stroke: var(--jp-ui-font-color2, #616161) !important; }
-.cnnviz-compare-sides, .cnnviz-grid-body { column-gap: 24px; }
+.cnnviz-compare-sides, .cnnviz-grid-body, .cnnviz-pixel-top { column-gap: 24px; }
+/* pictures side by side start level: each title keeps room for two lines */
+.cnnviz-compare-sides .cnnviz-mosaic-title, .cnnviz-pixel-top .cnnviz-mosaic-title { min-height: 2.8em; }
+.cnnviz-pixel-top { flex-wrap: wrap; row-gap: 12px; }
+.cnnviz-tile-captions { padding: 0 2px; box-sizing: border-box; }
+.cnnviz-tile-captions .widget-html { flex: 1 1 0%; min-width: 0; margin: 0; }
+.cnnviz-tile-captions .widget-html-content { justify-content: center; font-size: 12px; white-space: nowrap;
+                                             line-height: 18px; height: 18px; }
+/* BusyFrame: the picture stays, dimmed, with a note floating over its top while its update computes */
+.cnnviz-busy-frame { position: relative; }
+.cnnviz-busy-note { position: absolute !important; top: 64px; left: 50%; transform: translateX(-50%); z-index: 3;
+                    width: auto !important; max-width: 90%; padding: 6px 16px; border-radius: 4px;
+                    background: var(--jp-layout-color1, #fff); color: var(--jp-ui-font-color1, #212121);
+                    border: 1px solid var(--jp-border-color1, #bdbdbd); box-shadow: 0 1px 6px rgba(0, 0, 0, 0.35);
+                    font-weight: bold; pointer-events: none; }
+.cnnviz-busy-note .widget-html-content::before { content: ""; display: inline-block; width: 10px; height: 10px;
+    margin-right: 8px; border: 2px solid currentColor; border-right-color: transparent; border-radius: 50%;
+    animation: cnnviz-spin 0.8s linear infinite; vertical-align: -1px; }
+@keyframes cnnviz-spin { to { transform: rotate(360deg); } }
 """
 
 
@@ -56,6 +75,67 @@ def stylesheet() -> ipywidgets.HTML:
     style = ipywidgets.HTML(f"<style>{THEME_CSS}</style>", layout=ipywidgets.Layout(display="none"))
     style.add_class("cnnviz-stylesheet")
     return style
+
+
+def message_line() -> ipywidgets.HTML:
+    """A view's one-line message (empty until something is worth saying); see `colored` for its text."""
+    message = ipywidgets.HTML("")
+    message.add_class("cnnviz-view-message")
+    return message
+
+
+def colored(text: str, kind: str = "note") -> str:
+    """`text` as HTML in the theme's colour for `kind`: "note" (muted) or "error"."""
+    colour = {"note": "var(--jp-ui-font-color2, #555)", "error": "var(--jp-error-color1, #a33)"}[kind]
+    return f'<span style="color: {colour}">{html.escape(text)}</span>'
+
+
+class BusyFrame(ipywidgets.VBox):
+    """`content` (a figure, or a row of them) with a "computing …" note floating over its top.
+
+    While work for the content runs (`with frame.busy("computing Grad-CAM…"):`), the old picture stays in
+    place, dimmed (THEME_CSS), and the note says what runs: the eye is on the picture, so that is where the
+    wait is shown. The note is sent before the work starts, so the browser paints it while the kernel computes.
+    """
+
+    def __init__(self, content: ipywidgets.Widget, **kwargs: Any):
+        self.note = ipywidgets.HTML("", layout=ipywidgets.Layout(display="none"))
+        self.note.add_class("cnnviz-busy-note")
+        self.content = content
+        super().__init__([content, self.note], **kwargs)
+        self.add_class("cnnviz-busy-frame")
+        self._depth = 0
+
+    @property
+    def is_busy(self) -> bool:
+        return self._depth > 0
+
+    def start(self, text: str) -> None:
+        """Show the note (`text`, plain) and dim the content until as many `stop()` calls."""
+        self._depth += 1
+        self.note.value = html.escape(text)
+        if self._depth == 1:
+            self.add_class("cnnviz-busy")
+            self.note.layout.display = None
+
+    def stop(self) -> None:
+        if self._depth == 0:
+            return
+        self._depth -= 1
+        if self._depth == 0:
+            self.note.layout.display = "none"
+            self.remove_class("cnnviz-busy")
+
+    @contextlib.contextmanager
+    def busy(self, text: str) -> Iterator[None]:
+        """The note and the dimming for the duration of the block, whatever it raises."""
+        self.start(text)
+        try:
+            yield
+        finally:
+            self.stop()
+
+
 _PROBLEM_CHARS = 300  # a reason is one sentence: a longer message (a Keras dump) is cut
 
 

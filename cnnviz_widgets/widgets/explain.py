@@ -18,10 +18,10 @@ import numpy as np
 import traitlets
 
 from .. import images, render
-from ..errors import CnnvizError
+from ..errors import CnnvizError, LayerError
 from ..explain import METHODS, Explanation, Target, TopClasses, overlay
 from ..inputs import ModelInput
-from ._common import View, as_state, close_all, format_number, show_child
+from ._common import BusyFrame, View, as_state, close_all, colored, format_number, message_line, show_child
 from .mosaic import MosaicFigure
 
 HEAT_CMAP = "magma"
@@ -47,10 +47,10 @@ class _StateView(View):
         self.set_trait("active", bool(active))  # before anything is drawn: a hidden view computes nothing
         self.redraws = 0
         self._drawn_key: tuple | None = None
+        self.frame: BusyFrame | None = getattr(self, "frame", None)  # set by a view with pictures, before this
         self._parts: list[ipywidgets.Widget] = []
         self._control_handlers: list[tuple[ipywidgets.Widget, Callable, str]] = []
-        self.message = ipywidgets.HTML("")
-        self.message.add_class("cnnviz-view-message")
+        self.message = message_line()
         super().__init__([*children[:1], self.message, *children[1:]])
         self.add_class(css_class)
         self._observed = observed
@@ -68,9 +68,34 @@ class _StateView(View):
         raise NotImplementedError
 
     def redraw(self) -> None:
-        """Bring the view up to date with the state; nothing happens if nothing it shows changed."""
+        """Bring the view up to date with the state; nothing happens if nothing it shows changed.
+
+        A view with a `frame` keeps its old picture, dimmed under a note, while the network runs for it.
+        """
         if not self.active or self._closed:
             return
+        if self.frame is None:
+            self._update()
+            return
+        self.state.observe(self._on_busy, "busy")
+        try:
+            self._update()
+        finally:
+            self.state.unobserve(self._on_busy, "busy")
+            while self.frame.is_busy:
+                self.frame.stop()
+
+    def _on_busy(self, change: traitlets.Bunch) -> None:
+        # the state is busy only while the network runs (a prediction, a forward or a gradient pass), not
+        # for a redraw from cached results: the note shows exactly when there is a wait
+        if change["new"] and self.frame is not None and not self.frame.is_busy:
+            show_child(self, self.frame, True)  # a message may have put the picture away: the old one, dimmed
+            self.frame.start(self._busy_words())
+
+    def _busy_words(self) -> str:
+        return "running the network …"
+
+    def _update(self) -> None:
         try:
             key = self._key()
         except CnnvizError as err:  # e.g. no classifier, or a layer without filters: say so, draw nothing
@@ -88,7 +113,7 @@ class _StateView(View):
             self._show_message(str(err))
 
     def _show_message(self, text: str) -> None:
-        self.message.value = f'<span style="color: var(--jp-ui-font-color2, #555)">{html.escape(text)}</span>'
+        self.message.value = colored(text)
         self._hide(True)
 
     def _hide(self, hidden: bool) -> None:
@@ -227,7 +252,11 @@ class ClassActivationMap(_StateView):
     With a classifier the class is `state.explained_class` (None: the top prediction; `Predictions` sets it
     on a click). Without one (VGG16 with the bsds500 weights) the score is the mean activation of the current
     filter of the current layer: what in the picture drives that filter; Grad-CAM then weighs the last conv
-    layer before it.
+    layer before it. The layer menu names the layer "automatic" stands for, and lists only layers that can be
+    weighed for the target.
+
+    While a pass computes, the previous picture stays, dimmed, under a "computing …" note (`frame`); before
+    the first one, the input picture stands in.
     """
 
     def __init__(self, state_or_model: Any, *, method: str = "grad-cam", opacity: float = 0.5,
@@ -255,20 +284,25 @@ class ClassActivationMap(_StateView):
         self.layer_picker = ipywidgets.Dropdown(
             options=[("automatic", "")] + [(n, n) for n in state.explainer.conv_layers()], value="",
             description="Grad-CAM layer", style={"description_width": "initial"},
-            tooltip="automatic: the last conv layer (with a classifier), or the last one before the filter's layer",
-            layout=ipywidgets.Layout(width="300px"))
+            tooltip="whose maps Grad-CAM weighs; automatic: for a class, the model's last conv layer, for a "
+                    "filter, the last conv layer before the filter's own (the menu names it)",
+            layout=ipywidgets.Layout(width="360px"))
         self.opacity = ipywidgets.FloatSlider(value=float(opacity), min=0.0, max=1.0, step=0.05,
                                               description="opacity", readout_format=".2f")
         self.opacity.add_class("cnnviz-opacity-slider")
         self.controls = ipywidgets.VBox([ipywidgets.HBox([self.method, self.of]),
                                          ipywidgets.HBox([self.class_picker, self.layer_picker]), self.opacity])
         self.figure = MosaicFigure(css_class=f"{css_class}-figure", width_px=width_px)
+        self.frame = BusyFrame(self.figure, layout=ipywidgets.Layout(width="100%"))
         self._picture_key: tuple | None = None
-        super().__init__(state, [self.controls, self.figure], css_class,
+        # never an empty panel: until the first pass is done, the input picture stands in
+        self._show_placeholder(state)
+        super().__init__(state, [self.controls, self.frame], css_class,
                          ["image", "explained_class", "class_names", "layer", "filter"], active)
-        self._parts = [self.figure, self.method, self.of, self.class_picker, self.layer_picker, self.opacity,
-                       *self.controls.children, self.controls]
+        self._parts = [self.figure, self.frame, self.method, self.of, self.class_picker, self.layer_picker,
+                       self.opacity, *self.controls.children, self.controls]
         self._setting_picker = False
+        self._setting_layers = False
         self._watch(self.method, self._on_control_change)
         self._watch(self.of, self._on_control_change)
         self._watch(self.layer_picker, self._on_control_change)
@@ -284,11 +318,42 @@ class ClassActivationMap(_StateView):
 
     def _key(self) -> tuple:
         target = self._target()  # may run the prediction (once per image) to know the top class
+        self._sync_layer_picker(target)
         layer = self.layer_picker.value if self.method.value == "grad-cam" else ""
         return (id(self.state.model_input), self.method.value, target, layer)
 
+    def _busy_words(self) -> str:
+        return f"computing {_METHOD_WORDS[self.method.value]} …"
+
+    def _show_placeholder(self, state: Any) -> None:
+        picture = state.model_input.picture
+        self.figure.show(render.tile_maps(picture[:, :, None, :], pad=0),
+                         title=f"{state.image_name or 'the image'} · its {_METHOD_WORDS[self.method.value]} map "
+                               "comes over it once computed",
+                         tooltips=["the input picture (at the size fed to the model)"])
+
+    def _sync_layer_picker(self, target: Target) -> None:
+        """The layer menu offers the conv layers Grad-CAM can weigh for `target`; "automatic" names its pick."""
+        explainer = self.state.explainer
+        convs = explainer.conv_layers(before=target.layer if target.kind == "filter" else None)
+        try:
+            automatic = f"automatic: {explainer.default_layer(target)}"
+        except LayerError:  # no conv layer to weigh: said in the view when Grad-CAM is asked for
+            automatic = "automatic"
+        options = [(automatic, ""), *((n, n) for n in convs)]
+        if [tuple(o) for o in self.layer_picker.options] == options:
+            return
+        value = self.layer_picker.value if self.layer_picker.value in convs else ""
+        self._setting_layers = True
+        try:
+            with self.layer_picker.hold_sync():
+                self.layer_picker.options = options
+                self.layer_picker.value = value
+        finally:
+            self._setting_layers = False
+
     def _hide(self, hidden: bool) -> None:
-        show_child(self, self.figure, not hidden)
+        show_child(self, self.frame, not hidden)
         self.opacity.layout.display = "none" if hidden else None
         if hidden:
             self.explanation = None
@@ -303,8 +368,7 @@ class ClassActivationMap(_StateView):
         self.explanation = result
         self.layer_picker.layout.display = None if result.method == "grad-cam" else "none"
         self._sync_class_picker()
-        self.message.value = (f'<span style="color: var(--jp-error-color1, #a33)">{html.escape(result.note)}'
-                              '</span>' if result.note else "")
+        self.message.value = colored(result.note, "error") if result.note else ""
         self._hide(False)
         self._draw_picture()
 
@@ -361,7 +425,8 @@ class ClassActivationMap(_StateView):
     # -- events ----------------------------------------------------------------------------------------
 
     def _on_control_change(self, _change: traitlets.Bunch) -> None:
-        self.redraw()
+        if not self._setting_layers:
+            self.redraw()
 
     def _on_class_picked(self, change: traitlets.Bunch) -> None:
         if self._setting_picker or change["new"] is None:
@@ -414,9 +479,10 @@ class CompareImages(_StateView):
                                       for thumb, figure in zip(self.thumbs, self.figures, strict=True)],
                                      layout=ipywidgets.Layout(width="100%"))
         self.sides.add_class("cnnviz-compare-sides")
-        super().__init__(state, [self.picker, self.sides], css_class,
+        self.frame = BusyFrame(self.sides, layout=ipywidgets.Layout(width="100%"))
+        super().__init__(state, [self.picker, self.frame], css_class,
                          ["image", "layer", "filter", "normalization", "colormap"], active)
-        self._parts = [self.picker, *self.thumbs, *self.figures, *self.sides.children, self.sides]
+        self._parts = [self.picker, *self.thumbs, *self.figures, *self.sides.children, self.sides, self.frame]
         self._setting_picker = False
         self._watch(self.picker, self._on_picked)
         self._use_other(first, other_image if isinstance(other_image, str) else None, other_image)
@@ -443,7 +509,10 @@ class CompareImages(_StateView):
         return (id(s.model_input), id(self.other_input), s.layer, s.filter, s.normalization, s.colormap)
 
     def _hide(self, hidden: bool) -> None:
-        show_child(self, self.sides, not hidden)
+        show_child(self, self.frame, not hidden)
+
+    def _busy_words(self) -> str:
+        return f"running the network on {self.other_name or 'the other image'} …"
 
     def maps(self) -> tuple[np.ndarray, np.ndarray]:
         """(H, W) float32 maps of the current layer and channel (`state.filter`) for the two images."""
@@ -472,6 +541,10 @@ class CompareImages(_StateView):
         lo, hi = self.value_range = self.shared_range()
         self.thumbs[0].value = render.encode_png(s.model_input.picture)
         what = ("fed channel" if s.layer == s.input_layer else "channel")
+        # one scale for both: each side's share of the row follows its map's width, so a value of either map
+        # is drawn at the same size (equal widths would enlarge the narrower map)
+        for side, values in zip(self.sides.children, (left, right), strict=True):
+            side.layout.flex = f"{values.shape[1]} 1 0%"
         for figure, values, name in zip(self.figures, (left, right), (s.image_name or "the image", self.other_name),
                                         strict=True):
             mosaic, _ = render.render_mosaic(values[..., None], cmap=s.colormap, max_side=COMPARE_SIDE, pad=0,

@@ -1,10 +1,12 @@
 """`ConvolutionAtPixel`: click one value of a filter's output map and see how the layer computed it.
 
-Left, the current filter's output map (click a pixel to pick it); right, the input picture with the pixel's
-receptive field outlined. Below, for the input channels that move this value most: the patch of the previous
-layer's output under the kernel window (zero-padding in grey), the filter's kernel slice, their element-wise
-products, and a table whose numbers add up to the layer's own output. The arithmetic is
-`ModelState.pixel_breakdown` and `ModelState.receptive_box` (see `cnnviz_widgets.analysis`).
+Left, the current filter's output map (click a pixel to pick it); next to it, for a map too large to click
+one value in, a zoomed crop around the pick (click a value there to refine the pick); right, the input
+picture with the pixel's receptive field outlined. Below, for the input channels that move this value most:
+the patch of the previous layer's output under the kernel window (zero-padding in grey), the filter's kernel
+slice, their element-wise products (each tile captioned with its channel), and a table whose numbers add up
+to the layer's own output. The arithmetic is `ModelState.pixel_breakdown` and `ModelState.receptive_box` (see
+`cnnviz_widgets.analysis`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import traitlets
 from .. import render
 from ..analysis import PixelBreakdown, ReceptiveField
 from ..errors import CnnvizError, LayerError
-from ._common import View, as_state, close_all, format_number, show_child
-from .mosaic import MosaicFigure
+from ._common import View, as_state, close_all, colored, format_number, message_line, show_child
+from .mosaic import _MAX_HEIGHT, MosaicFigure
 
 MAP_SIDE = 256
 """Longest side, in pixels, of the output map as sent (larger maps are average-pooled; clicks still pick the
@@ -35,6 +37,10 @@ SIGNED_CMAP = "coolwarm"
 PAD_RGB = (150, 150, 150)
 """Colour of taps that fall in the zero padding: grey, so they do not pass for a real 0 (white)."""
 MAX_TOP_K = 16
+ZOOM_SIDE = 24
+"""A map with more values than this on a side also gets a zoomed crop of ZOOM_SIDE × ZOOM_SIDE values around the
+pick: on a 256-wide map drawn a few hundred pixels wide, one value is a pixel or two, too small to click."""
+_ZOOM_MARGIN = 3  # the crop moves only when the pick comes this close to its edge, so it stays under the mouse
 _MARK_COLOR = "#ff7f0e"  # the selected pixel and the receptive field: orange, like the tile outlines
 _VALUES_UP_TO = 25  # kernels with at most this many taps (5×5) get their numbers in the tooltips
 
@@ -52,20 +58,22 @@ class ConvolutionAtPixel(View):
         Added to the root box; the parts get "<css_class>-map", "-field", "-patches", "-kernels", "-products"
         and "-arithmetic".
     width_px
-        Width of each of the two top figures.
+        Smallest width of the map and the receptive-field figures (the zoomed crop: 3/4 of it); they share the
+        row and grow with it.
 
     `row`, `col` is the picked position in the current layer's output map; a click on the map sets it, and
-    it starts on the filter's strongest value. It follows the state's layer and image (scaled to a new map size,
-    so it stays on the same part of the image) and filter; where the value there is 0, it moves to the new
-    map's strongest value. A click on a patch, kernel or product tile makes
-    that input channel `state.channel`.
+    it starts on the filter's strongest value. On a map larger than ZOOM_SIDE a side, a click on the zoomed crop
+    sets it too. It follows the state's layer and image (scaled to a new map size, so it stays on the same part
+    of the image) and filter; where the value there is 0, it moves to the new map's strongest value. The
+    patch, kernel and product tiles are captioned with their input channel; a click on one makes that input
+    channel `state.channel`.
     """
 
     row = traitlets.Int(0, help="Row of the picked value in the current layer's output map.")
     col = traitlets.Int(0, help="Column of the picked value in the current layer's output map.")
 
     def __init__(self, state_or_model: Any, *, top_k: int = 8, css_class: str = "cnnviz-pixel",
-                 width_px: int = 360):
+                 width_px: int = 300):
         self._closed = True  # until fully built: a failed __init__ leaves nothing for close() to do
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise CnnvizError(f"top_k must be an int in 1..{MAX_TOP_K}; got {top_k!r}")
@@ -76,6 +84,8 @@ class ConvolutionAtPixel(View):
         self._drawn_key: tuple | None = None
         self._picture_keys: dict[str, tuple] = {}  # what each top picture shows, to skip re-rendering it
         self._map_shape = self.state.activation().shape[:2]
+        self._map_range = (0.0, 1.0)  # the value range the map's colours span (the zoom uses the same)
+        self._zoom_origin: tuple[int, int] | None = None  # (row, col) of the crop's top-left value
 
         self.heading = ipywidgets.HTML("")
         self.top_k = ipywidgets.BoundedIntText(value=top_k, min=1, max=MAX_TOP_K, description="top k",
@@ -84,26 +94,34 @@ class ConvolutionAtPixel(View):
                                            "this filter's output map")
         self.strongest.add_class(f"{css_class}-strongest")
         self.controls = ipywidgets.HBox([self.strongest, self.top_k])
-        self.message = ipywidgets.HTML("")
-        self.message.add_class("cnnviz-view-message")
+        self.message = message_line()
         # The map is one tile, so its Image mark's click coordinates name the pixel; hover markers over the
         # tile would catch those clicks, so this figure has none.
         self.map_figure = MosaicFigure(css_class=f"{css_class}-map", width_px=width_px, hover_labels=False)
+        self.zoom_figure = MosaicFigure(css_class=f"{css_class}-zoom", width_px=width_px * 3 // 4,
+                                        hover_labels=False, colorbar=False)
         self.field_figure = MosaicFigure(css_class=f"{css_class}-field", width_px=width_px, colorbar=False)
+        self.window_mark = _outline_mark(self.map_figure, width=1, style="dashed")  # where the zoom looks
         self.pixel_mark = _outline_mark(self.map_figure)
+        self.zoom_mark = _outline_mark(self.zoom_figure)
         self.field_mark = _outline_mark(self.field_figure)
         self.patches_figure = MosaicFigure(css_class=f"{css_class}-patches", width_px=2 * width_px)
         self.kernels_figure = MosaicFigure(css_class=f"{css_class}-kernels", width_px=2 * width_px)
         self.products_figure = MosaicFigure(css_class=f"{css_class}-products", width_px=2 * width_px)
         self.arithmetic = ipywidgets.HTML("")
         self.arithmetic.add_class(f"{css_class}-arithmetic")
-        self.top = ipywidgets.HBox([self.map_figure, self.field_figure])
+        self.top = ipywidgets.HBox([self.map_figure, self.zoom_figure, self.field_figure],
+                                   layout=ipywidgets.Layout(width="100%"))
+        self.top.add_class(f"{css_class}-top")
+        self._captions = {figure: _caption_row(figure) for figure in
+                          (self.patches_figure, self.kernels_figure, self.products_figure)}
         self.details = ipywidgets.VBox([self.patches_figure, self.kernels_figure, self.products_figure,
                                         self.arithmetic])
         super().__init__([self.heading, self.controls, self.message, self.top, self.details])
         self.add_class(css_class)
 
         self.map_figure.image_mark.on_element_click(self._on_map_click)
+        self.zoom_figure.image_mark.on_element_click(self._on_zoom_click)
         for figure in (self.patches_figure, self.kernels_figure, self.products_figure):
             figure.on_tile_click(self._on_tile_click)
         self.top_k.observe(self._on_control_change, "value")
@@ -145,6 +163,15 @@ class ConvolutionAtPixel(View):
         if 0 <= x < 1 and 0 <= y < 1:
             self.select(math.floor((1 - y) * height), math.floor(x * width))
 
+    def _on_zoom_click(self, _mark: Any, content: dict) -> None:
+        data = content.get("data") or {}
+        if "click_x" not in data or "click_y" not in data or self._zoom_origin is None:
+            return
+        (y0, x0), (zh, zw) = self._zoom_origin, self._zoom_shape()
+        x, y = float(data["click_x"]), float(data["click_y"])
+        if 0 <= x < 1 and 0 <= y < 1:
+            self.select(y0 + math.floor((1 - y) * zh), x0 + math.floor(x * zw))
+
     # -- drawing ---------------------------------------------------------------------------------------
 
     def _key(self) -> tuple:
@@ -163,6 +190,7 @@ class ConvolutionAtPixel(View):
         self.redraws += 1
         s = self.state
         self._draw_map()
+        self._draw_zoom()
         field = s.receptive_field()
         self.box = field.box(self.row, self.col)
         self._draw_field(field, self.box)
@@ -171,7 +199,7 @@ class ConvolutionAtPixel(View):
         except LayerError as err:
             self.breakdown = None
             show_child(self, self.details, False)
-            self.message.value = f'<span style="color: var(--jp-ui-font-color2, #555)">{html.escape(str(err))}</span>'
+            self.message.value = colored(str(err))
             self.heading.value = self._heading(None)
             return
         self.breakdown = breakdown
@@ -189,8 +217,11 @@ class ConvolutionAtPixel(View):
             self._picture_keys["map"] = key
             mosaic, ranges = render.render_mosaic(s.activation(), s.normalization, s.colormap, max_side=MAP_SIDE,
                                                   indices=[s.filter])
+            self._map_range = (float(ranges[0, 0]), float(ranges[0, 1]))
             what = "channel" if s.layer_kind() != "conv" else "filter"
-            title = f"{s.layer} {what} {s.filter}: {width}×{height} output map · click a value to take it apart"
+            where = ("click a value to take it apart" if not self._zoomed() else
+                     "click near a value, then pick it in the zoom")
+            title = f"{s.layer} {what} {s.filter}: {width}×{height} output map · {where}"
             self.map_figure.show(mosaic, title=title, tooltips=[f"{what} {s.filter}"],
                                  colorbar=(s.colormap, float(ranges[0, 0]), float(ranges[0, 1])),
                                  colorbar_label="output value")
@@ -199,6 +230,42 @@ class ConvolutionAtPixel(View):
         half_y = max(0.5 / height, 3 / self.map_figure.width_px)
         cx, cy = (self.col + 0.5) / width, 1 - (self.row + 0.5) / height
         _draw_box(self.pixel_mark, cx - half_x, cy + half_y, cx + half_x, cy - half_y)
+
+    def _zoomed(self) -> bool:
+        return max(self._map_shape) > ZOOM_SIDE
+
+    def _zoom_shape(self) -> tuple[int, int]:
+        height, width = self._map_shape
+        return min(ZOOM_SIDE, height), min(ZOOM_SIDE, width)
+
+    def _draw_zoom(self) -> None:
+        """The crop of ZOOM_SIDE × ZOOM_SIDE values around the pick, in the map's colours, and its place on the map."""
+        if not self._zoomed():
+            show_child(self.top, self.zoom_figure, False)
+            self.window_mark.visible = False
+            self._zoom_origin = None
+            return
+        show_child(self.top, self.zoom_figure, True)
+        s = self.state
+        (height, width), (zh, zw) = self._map_shape, self._zoom_shape()
+        y0, x0 = self._zoom_origin or (-height, -width)  # none yet: centre it on the pick
+        if not (y0 + _ZOOM_MARGIN <= self.row < y0 + zh - _ZOOM_MARGIN
+                and x0 + _ZOOM_MARGIN <= self.col < x0 + zw - _ZOOM_MARGIN):
+            y0 = max(0, min(self.row - zh // 2, height - zh))
+            x0 = max(0, min(self.col - zw // 2, width - zw))
+        y0, x0 = max(0, min(y0, height - zh)), max(0, min(x0, width - zw))  # a new map size: inside it
+        self._zoom_origin = (y0, x0)
+        key = (s.layer, s.filter, id(s.model_input), s.normalization, s.colormap, y0, x0, self._map_range)
+        if self._picture_keys.get("zoom") != key:
+            self._picture_keys["zoom"] = key
+            crop = s.activation()[y0:y0 + zh, x0:x0 + zw, s.filter]
+            mosaic, _ = render.render_mosaic(crop[..., None], cmap=s.colormap, pad=0, value_range=self._map_range)
+            title = (f"zoom: rows {y0}–{y0 + zh - 1}, columns {x0}–{x0 + zw - 1} (dashed on the map) · "
+                     "click a value")
+            self.zoom_figure.show(mosaic, title=title, tooltips=["a crop of the map, in the map's colours"])
+        _draw_box(self.zoom_mark, (self.col - x0) / zw, 1 - (self.row - y0) / zh, (self.col - x0 + 1) / zw,
+                  1 - (self.row - y0 + 1) / zh)
+        _draw_box(self.window_mark, x0 / width, 1 - y0 / height, (x0 + zw) / width, 1 - (y0 + zh) / height)
 
     def _draw_field(self, field: ReceptiveField, box: tuple[int, int, int, int]) -> None:
         picture = self.state.model_input.picture
@@ -240,6 +307,9 @@ class ConvolutionAtPixel(View):
             figure.show(mosaic, title=f"{title} · symmetric over the row (blue < 0, white = 0, red > 0)",
                         tooltips=tips, colorbar=(SIGNED_CMAP, float(ranges[0, 0]), float(ranges[0, 1])),
                         colorbar_label=label, highlight=highlight)
+            _set_captions(self._captions[figure], [tile_caption(c, text, k) for c, text in
+                                                   zip(b.channels, b.channel_labels, strict=True)],
+                          figure.aspect_ratio)
         self.arithmetic.value = arithmetic_table(b, layer_output=self._layer_value())
 
     def _tile_tip(self, b: PixelBreakdown, i: int, values: np.ndarray, label: str) -> str:
@@ -307,7 +377,8 @@ class ConvolutionAtPixel(View):
         self.state.unobserve(self._on_channel_change, "channel")
         self.top_k.unobserve(self._on_control_change, "value")
         self.strongest.on_click(self._on_strongest_click, remove=True)
-        for figure in (self.map_figure, self.field_figure, self.patches_figure, self.kernels_figure,
+        self.zoom_figure.image_mark.on_element_click(self._on_zoom_click, remove=True)
+        for figure in (self.map_figure, self.zoom_figure, self.field_figure, self.patches_figure, self.kernels_figure,
                        self.products_figure):
             figure.close()
         super().close()
@@ -351,10 +422,40 @@ def arithmetic_table(b: PixelBreakdown, layer_output: float | None = None) -> st
             + (f"<br><small>{html.escape(b.note)}</small>" if b.note else "") + "</div>")
 
 
-def _outline_mark(figure: MosaicFigure) -> bqplot.Lines:
+def tile_caption(channel: int, label: str, n_tiles: int) -> str:
+    """What stands over a patch, kernel or product tile: its input channel, "channel 5" (or "ch 5" where 9 or
+    more tiles share the row), with the colour it holds for the model input ("channel 0 (B − 103.9)")."""
+    head = f"channel {channel}" if n_tiles <= 8 else f"ch {channel}"
+    return head if label.endswith(f"channel {channel}") else f"{head} ({label})"
+
+
+def _caption_row(figure: MosaicFigure) -> ipywidgets.HBox:
+    """A row of captions between the figure's title and its picture, one per tile (see `_set_captions`)."""
+    row = ipywidgets.HBox([], layout=ipywidgets.Layout(width="100%"))
+    row.add_class("cnnviz-tile-captions")
+    children = list(figure.children)
+    children.insert(children.index(figure.title) + 1, row)
+    figure.children = children  # the colour bar, added later, goes after the picture as before
+    return row
+
+
+def _set_captions(row: ipywidgets.HBox, captions: list[str], aspect: float) -> None:
+    """One caption per tile, in equal cells: the tiles of one row are of equal width, so each caption sits
+    over its tile; the row is capped as the picture is (its width no more than its height allows)."""
+    if len(row.children) != len(captions):
+        old = row.children
+        row.children = [ipywidgets.HTML("") for _ in captions]
+        for widget in old:
+            close_all(widget)
+    for widget, text in zip(row.children, captions, strict=True):
+        widget.value = html.escape(text)
+    row.layout.max_width = f"calc({_MAX_HEIGHT} * {aspect:.5f})"
+
+
+def _outline_mark(figure: MosaicFigure, width: int = 2, style: str = "solid") -> bqplot.Lines:
     """An orange outline over the figure's picture, in its data coordinates ([0, 1] for a one-tile mosaic)."""
-    mark = bqplot.Lines(x=[0.0], y=[0.0], scales=figure.image_mark.scales, colors=[_MARK_COLOR], stroke_width=2,
-                        visible=False, interactions={})
+    mark = bqplot.Lines(x=[0.0], y=[0.0], scales=figure.image_mark.scales, colors=[_MARK_COLOR], stroke_width=width,
+                        line_style=style, visible=False, interactions={})
     figure.figure.marks = [*figure.figure.marks, mark]
     return mark
 

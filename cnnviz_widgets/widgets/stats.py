@@ -1,8 +1,10 @@
 """`ChannelStats`: per channel of the current layer, for the current image, its max, mean or fraction of zeros.
 
 A bar chart (one bar per channel) in the order of `state.channel_order`, which `ActivationGrid` follows too:
-sorting here by "max" puts the strongest maps first in the grid. A click on a bar selects that channel as
-`state.filter`. The numbers are `ModelState.channel_statistics` (see `cnnviz_widgets.analysis`).
+sorting here by "max" puts the strongest maps first in the grid, and the view says so next to its menu. Sorted
+by a statistic, the x axis counts ranks (1 = first), and each bar's hover label names its channel. A click on
+a bar selects that channel as `state.filter`. The numbers are `ModelState.channel_statistics` (see
+`cnnviz_widgets.analysis`).
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ class ChannelStats(View):
                                               value=self.state.channel_order, description="sort by",
                                               tooltip="sorts the bars here and the tiles of the Activations view "
                                                       "(one setting of the state)")
+        # said where the menu is: the one setting also orders the Activations tab's tiles
+        self.order_note = ipywidgets.HTML("<small>this order also sorts the Activations tab's tiles</small>")
+        self.order_note.add_class(f"{css_class}-order-note")
         self._links: list[ipywidgets.link] = []
         self.summary = ipywidgets.HTML("")
         self.summary.add_class(f"{css_class}-summary")
@@ -95,7 +100,9 @@ class ChannelStats(View):
                                     layout=ipywidgets.Layout(width="100%", min_width=f"{min(int(width_px), 480)}px",
                                                              max_width="1400px", height="300px"))
         self.figure.add_class(f"{css_class}-chart")
-        super().__init__([ipywidgets.HBox([self.statistic_buttons, self.order_menu]), self.summary, self.figure],
+        controls = ipywidgets.HBox([self.statistic_buttons, self.order_menu, self.order_note])
+        controls.add_class("cnnviz-view-controls")
+        super().__init__([controls, self.summary, self.figure],
                          statistic=statistic)
         self.add_class(css_class)
 
@@ -131,7 +138,15 @@ class ChannelStats(View):
                 self.bars.x, self.bars.y = labels, values
                 self.y_scale.min = min(0.0, float(values.min()))
                 self.y_scale.max = 1.0 if self.statistic == "zeros" else _above(float(values.max()))
-                self.x_axis.label = f"channel (sorted by {_ORDER_WORDS[s.channel_order]})"
+                if s.channel_order == "index":
+                    self.x_axis.tick_labels = {}
+                    self.x_axis.label = "channel"
+                else:
+                    # Sorted, the channel numbers under the bars would jump like a broken axis: the ticks
+                    # count ranks instead (the front end looks a tick's label up by its domain value, the
+                    # channel), and the hover label names the channel.
+                    self.x_axis.tick_labels = {label: str(rank) for rank, label in enumerate(labels, start=1)}
+                    self.x_axis.label = f"rank by {_ORDER_WORDS[s.channel_order]} (hover a bar for its channel)"
                 self.y_axis.label = _WORDS[self.statistic]
                 self.bars.selected = self._selected_bar()
             finally:
