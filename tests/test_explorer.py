@@ -77,7 +77,7 @@ def test_explorer_holds_every_view_and_classed_control(explorer):
     assert all(view.state is explorer.state for view in views)
     assert explorer.layer_slider.options == tuple(explorer.state.layers)
     assert explorer.layer_slider.continuous_update
-    assert explorer.header.value.startswith("<b>tiny</b>") and "at 16×16 pixels" in explorer.header.value
+    assert "<b>tiny</b>. A model of your own" in explorer.header.value and "at 16×16 pixels" in explorer.header.value
 
 
 def test_sliders_and_state_move_together(explorer):

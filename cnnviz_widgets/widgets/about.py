@@ -18,7 +18,7 @@ _WEIGHTS = (
                   "first 13 layers of the HED edge detector, trained on the BSDS500 photos."),
     (r"^random", "Its weights are random: this network has learned nothing yet."),
     (r"^none", "It has no weights: only its structure."),
-    (r"^the model's own", "Its weights are the ones it has now."),
+    (r"^the model's own", "A model of your own, shown with the weights it has now."),
 )
 
 # Preprocessing modes of `inputs.PREPROCESSING`, in words (for hover help).
@@ -72,13 +72,18 @@ def size_help(state: Any) -> str:
     return " ".join(parts)
 
 
+def model_line(state: Any) -> str:
+    """HTML: the model's name and what its weights learned."""
+    return f"<b>{html.escape(str(state.info.name))}</b>. {html.escape(weights_sentence(state))}"
+
+
 def model_header(state: Any) -> str:
     """HTML: the model's name and what its weights learned, then (smaller) the size of picture it sees."""
-    name = html.escape(str(state.info.name))
     helptext = size_help(state)
     fixed = all(state.graph.input_shape[:2])
     hint = (f' <span class="cnnviz-help" title="{html.escape(helptext)}" style="cursor: help; '
             f'text-decoration: underline dotted">{"Details" if fixed else "How to change it"}</span>'
             ) if helptext else ""
-    return (f"<b>{name}</b>. {html.escape(weights_sentence(state))}<br>"
-            f"<small>{html.escape(size_sentence(state))}{hint}</small>")
+    # the widget's own line height is a control's (28 px): text lines sit closer
+    return (f'<div style="line-height: 1.45">{model_line(state)}<br>'
+            f"<small>{html.escape(size_sentence(state))}{hint}</small></div>")

@@ -34,6 +34,8 @@ _CSS = """<style>
 .cnnviz-looksfor-weights { image-rendering: pixelated; }
 .cnnviz-looksfor-side { max-width: 360px; }
 .cnnviz-looksfor-body { column-gap: 24px; }
+.cnnviz-looksfor-placeholder { border: 1px dashed var(--jp-border-color1, #bdbdbd); border-radius: 4px;
+  padding: 16px; min-height: 160px; box-sizing: border-box; color: var(--jp-ui-font-color2, #616161); }
 .cnnviz-looksfor-note .widget-html-content, .cnnviz-looksfor-side .widget-html-content {
   white-space: normal; line-height: 1.35; }
 </style>"""
@@ -89,14 +91,17 @@ class WhatItLooksFor(View):
         # before a scan, a sentence where the patches will be (rather than empty picture frames)
         self.placeholder = ipywidgets.HTML("")
         self.placeholder.add_class(f"{css_class}-note")
+        self.placeholder.add_class(f"{css_class}-placeholder")
 
         self.folder = ipywidgets.Text(placeholder="folder of images (empty: the bundled samples)",
-                                      layout=ipywidgets.Layout(width="320px"))
+                                      layout=ipywidgets.Layout(width="400px", max_width="100%"))
         self.scan_button = ipywidgets.Button(description="scan", icon="search",
                                              tooltip="find the patches that excite every filter most")
         self.scan_button.on_click(lambda _b: self.run_scan(self.folder.value.strip() or None))
-        self.progress = ipywidgets.IntProgress(value=0, min=0, max=1, layout=ipywidgets.Layout(width="200px"))
-        self.scan_box = ipywidgets.HBox([self.folder, self.scan_button, self.progress])
+        # shown only while a scan or an optimisation runs: idle, it would be an empty bar
+        self.progress = ipywidgets.IntProgress(value=0, min=0, max=1,
+                                               layout=ipywidgets.Layout(width="200px", display="none"))
+        self.scan_box = ipywidgets.HBox([self.folder, self.scan_button])
         self.scan_box.add_class(f"{css_class}-scan")
 
         self.optimised = ipywidgets.Image(format="png", layout=ipywidgets.Layout(width="100%"))
@@ -115,7 +120,8 @@ class WhatItLooksFor(View):
         left = ipywidgets.VBox([self.placeholder, self.grid], layout=ipywidgets.Layout(flex="3 1 0%", min_width="0"))
         body = ipywidgets.HBox([left, side], layout=ipywidgets.Layout(width="100%"))
         body.add_class(f"{css_class}-body")
-        super().__init__([self._style, self.title, self.scan_box, body], active=active)
+        # the progress bar has its own row: an optimisation after a scan runs while the scan row is hidden
+        super().__init__([self._style, self.title, self.scan_box, self.progress, body], active=active)
         self.add_class(css_class)
         self.state.observe(self._on_state_change, ["layer", "filter"])
         self._closed = False
@@ -145,10 +151,12 @@ class WhatItLooksFor(View):
 
         kwargs.setdefault("k", self.k)
         self.scan_button.disabled = True
+        self.progress.layout.display = None
         try:
             top = top_examples(self.state, images, ids=ids, progress=progress, **kwargs)
         finally:
             self.scan_button.disabled = False
+            self.progress.layout.display = "none"
         self.set_top(top)
         return top
 
@@ -172,11 +180,13 @@ class WhatItLooksFor(View):
             self.progress.max, self.progress.value = total, done
 
         self.optimise_button.disabled = True
+        self.progress.layout.display = None
         try:
             result = maximize(self.state, layer, f, steps=self.maximize_steps, size=self.maximize_size,
                               progress=progress)
         finally:
             self.optimise_button.disabled = False
+            self.progress.layout.display = "none"
         self._pictures[(layer, f)] = result
         self._drawn_key = None
         self.redraw()

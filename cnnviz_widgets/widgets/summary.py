@@ -17,7 +17,7 @@ import traitlets
 
 from ..state import ModelState
 from ._common import as_state, close_all
-from .about import model_header
+from .about import model_line
 
 _ROW_CLASS = "cnnviz-summary-row"
 _CURRENT_STYLE = "info"
@@ -185,8 +185,8 @@ def _describe(state: ModelState) -> str:
     else:  # Keras would print (None, None, None, 512): say once what that means, and show the real sizes
         sizes = (f"This network takes images of any size: the output sizes (height × width × channels) are the "
                  f"ones for this {width}×{height} image, and change with it.")
-    return (f"<div>{model_header(state)}<br><small>Click a row to show that layer (greyed rows cannot be shown "
-            f"as maps). {html.escape(sizes)}</small></div>")
+    return (f'<div style="line-height: 1.45">{model_line(state)}<br><small>Click a row to show that layer '
+            f"(greyed rows cannot be shown as maps). {html.escape(sizes)}</small></div>")
 
 
 def _totals(state: ModelState, rows: list[dict]) -> str:
