@@ -12,6 +12,11 @@ one-sentence reason (`View.problem`); any other error (a bug: `View.failure`) or
 control change makes it a failure. ``--only NAME ...`` walks some models (``--update`` puts their rows into
 the last table); ``--input-shape 96,96,3 --no-top`` walks them small (as ``tests/test_zoo.py`` does). The
 table goes to stdout, every number to ``benchmarks/results/zoo.json``.
+
+``--steps N --only NAME ...`` times instead what a user stepping through a big model waits for on the two
+tabs that read a layer and the layer feeding it ("Filter effect", "One value"): N consecutive conv layers and
+four jumps, at the model's default input, with the whole-network and partial passes each walk ran
+(``benchmarks/results/zoo_steps.json``).
 """
 
 from __future__ import annotations
@@ -111,6 +116,60 @@ class _Tab:
             self.explained[problem] = self.explained.get(problem, 0) + 1
 
 
+STEP_TABS = ("Filter effect", "One value")
+"""The tabs whose every step reads two layers: the one shown and the one feeding it."""
+
+
+def step_walk(explorer: Any, steps: int = 6, tabs: tuple[str, ...] = STEP_TABS) -> dict[str, Any]:
+    """Per-step times on the tabs that read a layer and its previous layer, as a user steps and jumps.
+
+    On each tab in `tabs`: `steps` consecutive conv layers from the middle of the network (the arrow keys),
+    then four jumps (to 90 %, 10 %, 60 % and 30 % of the conv layers). A step is ``state.layer = ...`` and
+    everything the open view draws. Returns ``{"<tab> <walk>": {"median_s", "max_s", "times", "forward",
+    "partial"}}``, with the whole-network (`forward_passes`) and partial (`partial_passes`) passes it ran.
+    """
+    state = explorer.state
+    extractor = state.extractor
+    titles = [explorer.tabs.get_title(i) for i in range(len(explorer.views))]
+    convs = [name for name in state.layers if state.graph.node(name).kind == "conv"]
+    jumps = [convs[int(f * (len(convs) - 1))] for f in (0.9, 0.1, 0.6, 0.3)]
+    result: dict[str, Any] = {}
+    for offset, tab in enumerate(tabs):
+        explorer.tabs.selected_index = titles.index(tab)
+        middle = len(convs) // 2 + offset * steps  # each tab steps over layers of its own
+        for walk, layers in (("consecutive", convs[middle:middle + steps]), ("jumps", jumps)):
+            passes = extractor.forward_passes, getattr(extractor, "partial_passes", 0)
+            times = []
+            for layer in layers:
+                start = time.perf_counter()
+                state.layer = layer
+                times.append(time.perf_counter() - start)
+            ordered = sorted(times)
+            result[f"{tab} {walk}"] = dict(
+                median_s=ordered[len(ordered) // 2], max_s=ordered[-1], times=times, layers=layers,
+                forward=extractor.forward_passes - passes[0],
+                partial=getattr(extractor, "partial_passes", 0) - passes[1])
+    return result
+
+
+def run_steps(name: str, steps: int) -> dict[str, Any]:
+    """Build one model at its default input, open the Explorer and time `step_walk` on it."""
+    import cnnviz_widgets as cw
+
+    start = time.perf_counter()
+    model = build(name)
+    row: dict[str, Any] = {"model": name, "build_s": time.perf_counter() - start}
+    start = time.perf_counter()
+    explorer = cw.Explorer(model, image="cat")
+    row["open_s"] = time.perf_counter() - start
+    extractor = explorer.state.extractor
+    row.update(input=list(explorer.state.model_input.array.shape), budget_mb=extractor.budget_bytes / 2**20,
+               outputs_mb=extractor.output_bytes(explorer.state.model_input.array.shape) / 2**20,
+               walk=step_walk(explorer, steps), load_average=os.getloadavg()[0])
+    explorer.close()
+    return row
+
+
 def build(name: str, input_shape: tuple[int, ...] | None = None, include_top: bool = True) -> Any:
     """`keras.applications.<name>(weights=None)`, at its default input unless `input_shape` is given."""
     from cnnviz_widgets._keras import keras
@@ -203,10 +262,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers-per-tab", type=int, default=4)
     parser.add_argument("--filters-per-layer", type=int, default=1)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--steps", type=int, metavar="N",
+                        help="instead of the zoo table: time N consecutive layer steps and 4 jumps on the tabs that "
+                             "read two layers (Filter effect, One value), per model (needs --only)")
     parser.add_argument("--update", action="store_true",
                         help="replace only the rows of the models walked in the existing output file")
     args = parser.parse_args(argv)
     shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
+    if args.steps:
+        return steps_main(args)
     if args.one:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         row = run_one(args.one, shape, not args.no_top, args.layers_per_tab, args.filters_per_layer)
@@ -229,6 +293,37 @@ def main(argv: list[str] | None = None) -> int:
         indent=1, default=str))
     print(format_table(rows))
     return 0 if all(row["ok"] for row in rows) else 1
+
+
+def steps_main(args: argparse.Namespace) -> int:
+    """``--steps N --only NAME ...``: `run_steps` for each model, each in a process of its own."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.one:
+        print(json.dumps(run_steps(args.one, args.steps), default=str))
+        return 0
+    if not args.only:
+        raise SystemExit("--steps needs --only NAME ...: it times big models one by one")
+    rows = []
+    for name in args.only:
+        done = subprocess.run([sys.executable, __file__, "--one", name, "--steps", str(args.steps)],
+                              capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if not lines:
+            print(f"{name}: process ended with {done.returncode}: {done.stderr.strip()[-300:]}", file=sys.stderr)
+            continue
+        row = json.loads(lines[-1])
+        rows.append(row)
+        print(f"{name} at {row['input'][1]}×{row['input'][0]} (outputs {row['outputs_mb']:.0f} MB, cache "
+              f"{row['budget_mb']:.0f} MB, load average {row['load_average']:.1f}): open {row['open_s']:.1f} s")
+        for walk, cell in row["walk"].items():
+            print(f"  {walk:26s} median {cell['median_s']:6.2f} s  max {cell['max_s']:6.2f} s  "
+                  f"passes: {cell['forward']} whole, {cell['partial']} partial")
+    output = args.output.with_name("zoo_steps.json") if args.output == RESULTS else args.output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                  "machine": platform.platform(), "cpus": os.cpu_count(), "steps": args.steps,
+                                  "rows": rows}, indent=1, default=str))
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,15 +1,19 @@
 """One forward pass per image, every visualised layer at once, cached under a memory budget.
 
 The extractor is a single multi-output Keras model built once per model from the flattened graph, so
-changing layer, channel or filter never runs the network again.
+changing layer, channel or filter never runs the network again. An input whose outputs do not all fit in the
+budget (a big network on a big picture) keeps the asked-for layer, its neighbours and a few checkpoints; a
+layer it dropped is then computed on from the deepest checkpoint before it (a layer whose output alone
+determines everything after it), up to the next one: a partial pass of a few layers, not the whole network.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +24,10 @@ from .models import ModelGraph, short_list
 
 DEFAULT_BUDGET_BYTES = DEFAULT_CACHE_BYTES
 """The cache's size where memory allows; `memory.cache_budget` gives less on a machine short of memory."""
+CHECKPOINT_SHARE = 0.25
+"""The share of the budget an over-budget input gives to checkpoints spread over the network (what a jump to
+a far layer computes on from), before the layers next to the one asked for."""
+_SEGMENTS_KEPT = 16  # partial-pass models kept (each a few ms to build, 0.2 s for EfficientNetB7 end to end)
 
 
 def input_key(x: np.ndarray) -> str:
@@ -29,14 +37,55 @@ def input_key(x: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def separators(graph: ModelGraph) -> list[str]:
+    """Names of the nodes whose output alone determines every node after them, in network order.
+
+    No edge of the graph jumps over such a node (no skip connection or branch runs around it), so a forward
+    pass can start from its output: in VGG16 every layer, in a ResNet or EfficientNet the block outputs.
+    The input is left out (it is always at hand). Node order is the graph's, which is topological.
+    """
+    names = list(graph.nodes)
+    position = {name: i for i, name in enumerate(names)}
+    last_use = list(range(len(names)))  # the last node that reads each node's output
+    for i, name in enumerate(names):
+        for source in graph.nodes[name].inputs:
+            j = position[source]
+            if j >= i:  # not in topological order: claim nothing rather than something wrong
+                return []
+            last_use[j] = max(last_use[j], i)
+    found, reach = [], 0
+    for i, name in enumerate(names):
+        if i > 0 and reach <= i:
+            found.append(name)
+        reach = max(reach, last_use[i])
+    return found
+
+
+def _spread(items: list[str]) -> list[str]:
+    """`items` in an order whose every prefix is spread over the list: the middle one, then the quarters, …"""
+    order, spans = [], deque([(0, len(items))])
+    while spans:
+        low, high = spans.popleft()
+        if low < high:
+            middle = (low + high) // 2
+            order.append(items[middle])
+            spans.extend(((low, middle), (middle + 1, high)))
+    return order
+
+
 class ActivationExtractor:
     """Outputs of `layers` of a `ModelGraph` for one input, from a single forward pass.
 
     Results are kept per input while their total size stays within `budget_bytes`. The newest input keeps
     every layer; older inputs first lose the layers nobody asked for (least recently used input first), and
     only then whole inputs, so going back to a recent image shows the layers that were on screen without
-    running the network again. An input whose outputs alone exceed the budget keeps what fits, in network
-    order after the layer asked for, and recomputes the rest when asked.
+    running the network again. An input whose outputs alone exceed the budget keeps the layer asked for, the
+    layers feeding it, checkpoints spread over the network (`CHECKPOINT_SHARE` of the budget) and then the
+    layers nearest to it; a layer it lacks is computed by a partial pass from the deepest checkpoint before it.
+    A layer missing for an older input is computed on from its deepest cached checkpoint in the same way.
+
+    `forward_passes` counts runs of the whole network from the input; `partial_passes` the runs of a part of
+    it (from a cached layer on, or from the input up to a layer short of the last).
     """
 
     POLICIES = ("layers", "images")
@@ -55,12 +104,22 @@ class ActivationExtractor:
             budget_bytes, self.budget_note = cache_budget()
         self.budget_bytes = int(budget_bytes)
         self._output_bytes: dict[tuple, int] = {}
+        self._layer_bytes: dict[tuple, dict[str, int]] = {}
         self.forward_passes = 0
+        self.partial_passes = 0
         self.last_forward_seconds = 0.0
+        self.last_pass: tuple[str, str] = ("", "")
+        """(first layer fed, last layer computed) of the latest pass: the input's name when it ran from the input."""
         self._cache: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
         self._asked: dict[str, set[str]] = {}  # per input: the layers asked for (what a view showed)
         outputs = [graph.nodes[name].tensor for name in self.layers]
         self._model = keras().Model(graph.input_tensor, outputs, name="cnnviz_extractor")
+        position = {name: i for i, name in enumerate(graph.nodes)}
+        self._position = {name: position[name] for name in self.layers}
+        self._in_order = sorted(self.layers, key=self._position.__getitem__)
+        # Where a partial pass may start: extracted layers that alone determine what follows them.
+        self._starts = [name for name in separators(graph) if name in self._position]
+        self._segments: OrderedDict[tuple[str | None, str], Any] = OrderedDict()
 
     def min_input_side(self, limit: int = 4096) -> int:
         """Smallest square input side for which every extracted output still has at least one pixel.
@@ -102,13 +161,31 @@ class ActivationExtractor:
         if self._output_bytes:
             (height, width, _), known = next(iter(self._output_bytes.items()))
             return int(known * shape[0] * shape[1] / max(1, height * width))
+        per_layer = self.layer_bytes(shape)
+        if not per_layer:  # a size the model refuses: the forward pass says why
+            return 0
+        self._output_bytes[shape] = sum(per_layer.values())
+        return self._output_bytes[shape]
+
+    def layer_bytes(self, input_shape: tuple[int, ...]) -> dict[str, int]:
+        """Bytes of each extracted layer's output for one input of `input_shape` (H, W, C); see `output_bytes`.
+
+        Empty for a size the model refuses."""
+        shape = tuple(int(d) for d in input_shape)
+        if shape in self._layer_bytes:
+            return self._layer_bytes[shape]
+        if self._layer_bytes:
+            (height, width, _), known = next(iter(self._layer_bytes.items()))
+            scale = shape[0] * shape[1] / max(1, height * width)
+            return {name: int(size * scale) for name, size in known.items()}
         try:
             specs = self._model.compute_output_spec(keras().KerasTensor((1, *shape)))
-        except (ValueError, TypeError):  # a size the model refuses: the forward pass says why
-            return 0
+        except (ValueError, TypeError):
+            return {}
         specs = specs if isinstance(specs, (list, tuple)) else [specs]
-        self._output_bytes[shape] = int(sum(np.prod(spec.shape[1:], dtype=np.int64) * 4 for spec in specs))
-        return self._output_bytes[shape]
+        self._layer_bytes[shape] = {name: int(np.prod(spec.shape[1:], dtype=np.int64) * 4)
+                                    for name, spec in zip(self.layers, specs, strict=True)}
+        return self._layer_bytes[shape]
 
     @property
     def cached_bytes(self) -> int:
@@ -130,32 +207,125 @@ class ActivationExtractor:
         """The layers held for the input with cache key `key` (empty if none)."""
         return tuple(self._cache.get(key, ()))
 
+    # -- running the network ---------------------------------------------------------------------------
+
     def _run(self, x: np.ndarray, key: str, wanted: str) -> dict[str, np.ndarray]:
+        entry = self._cache.get(key, {})
+        fits = self.output_bytes(x.shape) <= self.budget_bytes
+        start = self._start(entry, wanted)
+        if start is None and fits:
+            computed = self._forward(x)
+        else:
+            # Past the asked-for layer to the next checkpoint (the next step's start); to the end if it all fits.
+            end = self._in_order[-1] if fits else self._end(wanted)
+            try:
+                computed = self._partial(x, entry, start, end)
+            except _NoStart:
+                if start is None:
+                    raise
+                self._starts.remove(start)  # a layer whose later users read a second output of it: not a start
+                return self._run(x, key, wanted)
+        kept = self._keep({**entry, **computed}, wanted)
+        self._cache.pop(key, None)
+        self._evict(room_for=sum(a.nbytes for a in kept.values()))
+        self._cache[key] = kept
+        return kept
+
+    def _forward(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every extracted layer's output for `x`, from one pass of the whole network."""
+        arrays = self._call(self._model, x, self.output_bytes(x.shape), f"a forward pass on a {_size(x)} input",
+                            _size(x))
+        self.forward_passes += 1
+        self.last_pass = (self.graph.input_name, self._in_order[-1])
+        return dict(zip(self.layers, arrays, strict=True))
+
+    def _partial(self, x: np.ndarray, entry: dict[str, np.ndarray], start: str | None,
+                 end: str) -> dict[str, np.ndarray]:
+        """The extracted layers after `start` (None: the input `x`) up to `end`, computed from `entry[start]`."""
+        first = -1 if start is None else self._position[start]
+        names = [name for name in self._in_order if first < self._position[name] <= self._position[end]]
+        model = self._segment(start, end, names)
+        sizes = self.layer_bytes(x.shape)
+        arrays = self._call(model, x if start is None else entry[start], sum(sizes.get(n, 0) for n in names),
+                            f"a pass from {start or 'the input'} to {end} on a {_size(x)} input", _size(x))
+        if start is None and end == self._in_order[-1]:
+            self.forward_passes += 1  # the whole network after all
+        else:
+            self.partial_passes += 1
+        self.last_pass = (start or self.graph.input_name, end)
+        return dict(zip(names, arrays, strict=True))
+
+    def _call(self, model: Any, fed: np.ndarray, output_bytes: int, what: str, size: str) -> list[np.ndarray]:
         import tensorflow as tf  # loaded with Keras already; its errors are what a bad input size raises
 
-        check_fits(2 * self.output_bytes(x.shape), f"a forward pass on a {x.shape[1]}×{x.shape[0]} input",
-                   "choose a smaller max_side, or a smaller image")
-        start = time.perf_counter()
+        check_fits(2 * output_bytes, what, "choose a smaller max_side, or a smaller image")
+        started = time.perf_counter()
         try:
-            outputs = self._model(x[np.newaxis], training=False)
+            outputs = model(fed[np.newaxis], training=False)
         except (ValueError, tf.errors.OpError) as err:  # e.g. an image too small for the pooling layers
-            raise ImageError(f"the model cannot take this {x.shape[1]}×{x.shape[0]} input: {err}") from err
-        arrays = [np.asarray(out)[0] for out in (outputs if isinstance(outputs, list) else [outputs])]
-        self.forward_passes += 1
-        self.last_forward_seconds = time.perf_counter() - start
-        result = dict(zip(self.layers, arrays, strict=False))
-        self._cache.pop(key, None)
-        # After the asked-for layer, the ones after it (what a user steps to next; also the smaller maps).
-        at = self.layers.index(wanted)
-        order = [wanted, *self.layers[at + 1 :], *self.layers[:at][::-1]]
+            raise ImageError(f"the model cannot take this {size} input: {err}") from err
+        self.last_forward_seconds = time.perf_counter() - started
+        return [np.asarray(out)[0] for out in (outputs if isinstance(outputs, list) else [outputs])]
+
+    def _start(self, entry: dict[str, np.ndarray], wanted: str) -> str | None:
+        """The deepest checkpoint held in `entry` before `wanted`, or None (start from the input)."""
+        here = self._position[wanted]
+        held = [name for name in self._starts if name in entry and self._position[name] < here]
+        return held[-1] if held else None
+
+    def _end(self, wanted: str) -> str:
+        """The first checkpoint at or after `wanted` (the last extracted layer if none)."""
+        here = self._position[wanted]
+        return next((name for name in self._starts if self._position[name] >= here), self._in_order[-1])
+
+    def _segment(self, start: str | None, end: str, names: list[str]) -> Any:
+        """The Keras model from `start`'s output (None: the input) to `names`' outputs, built once."""
+        key = (start, end)
+        model = self._segments.get(key)
+        if model is None:
+            first = self.graph.input_tensor if start is None else self.graph.nodes[start].tensor
+            try:
+                model = keras().Model(first, [self.graph.nodes[name].tensor for name in names],
+                                      name="cnnviz_partial")
+            except (ValueError, KeyError, TypeError) as err:  # Keras: an output not connected to `first`
+                raise _NoStart(start) from err
+            self._segments[key] = model
+            while len(self._segments) > _SEGMENTS_KEPT:
+                self._segments.popitem(last=False)
+        self._segments.move_to_end(key)
+        return model
+
+    # -- what is kept ----------------------------------------------------------------------------------
+
+    def _keep(self, arrays: dict[str, np.ndarray], wanted: str) -> dict[str, np.ndarray]:
+        """What one input keeps of `arrays` within the budget: all if it fits, else the asked-for layer first.
+
+        Then the layers feeding it (what a filter's breakdown reads), the checkpoints either side of those, more
+        checkpoints spread over the network within `CHECKPOINT_SHARE` of the budget, and then the layers
+        nearest to it in network order (what a user steps to next).
+        """
+        if sum(a.nbytes for a in arrays.values()) <= self.budget_bytes:
+            return arrays
+        here = self._position[wanted]
+        feeding = [name for name in self.graph.previous_layers(wanted) if name in arrays]
+        order = [wanted, *feeding]
+        held = [name for name in self._starts if name in arrays]
+        # the checkpoint a step back starts from (before what feeds `wanted`), and the one a step on starts from
+        first = min((self._position[name] for name in feeding), default=here)
+        order += [name for name in held if self._position[name] < first][-1:]
+        order += [name for name in held if self._position[name] > here][:1]
+        share, used = CHECKPOINT_SHARE * self.budget_bytes, 0
+        for name in _spread(held):
+            if used + arrays[name].nbytes <= share:
+                order.append(name)
+                used += arrays[name].nbytes
+        order += sorted(arrays, key=lambda name: (abs(self._position[name] - here), self._position[name] < here))
         kept: dict[str, np.ndarray] = {}
         used = 0
-        for name in order:  # keep what fits in the budget; the asked-for layer always
-            if name == wanted or used + result[name].nbytes <= self.budget_bytes:
-                kept[name] = result[name]
-                used += result[name].nbytes
-        self._evict(room_for=used)
-        self._cache[key] = kept
+        for name in dict.fromkeys(order):  # the asked-for layer always
+            if name == wanted or used + arrays[name].nbytes <= self.budget_bytes:
+                kept[name] = arrays[name]
+                used += arrays[name].nbytes
         return kept
 
     def _evict(self, room_for: int) -> None:
@@ -176,3 +346,11 @@ class ActivationExtractor:
     def clear(self) -> None:
         self._cache.clear()
         self._asked.clear()
+
+
+class _NoStart(Exception):
+    """A checkpoint whose output alone does not feed a layer after it (a layer with several outputs)."""
+
+
+def _size(x: np.ndarray) -> str:
+    return f"{x.shape[1]}×{x.shape[0]}"
