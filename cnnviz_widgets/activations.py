@@ -246,8 +246,10 @@ class ActivationExtractor:
         names = [name for name in self._in_order if first < self._position[name] <= self._position[end]]
         model = self._segment(start, end, names)
         sizes = self.layer_bytes(x.shape)
-        arrays = self._call(model, x if start is None else entry[start], sum(sizes.get(n, 0) for n in names),
-                            f"a pass from {start or 'the input'} to {end} on a {_size(x)} input", _size(x))
+        what = f"a forward pass on a {_size(x)} input" if start is None else \
+            f"a pass from {start} to {end} on a {_size(x)} input"
+        arrays = self._call(model, x if start is None else entry[start], sum(sizes.get(n, 0) for n in names), what,
+                            _size(x))
         if start is None and end == self._in_order[-1]:
             self.forward_passes += 1  # the whole network after all
         else:
