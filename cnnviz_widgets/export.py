@@ -205,8 +205,8 @@ def layout_slide(view_or_figure: Any) -> Slide:
     """
     figures = figures_of(view_or_figure)
     if not figures:
-        raise CnnvizError(f"{type(view_or_figure).__name__} shows no picture to export (no MosaicFigure with a "
-                          "picture in it, or all of them hidden)")
+        raise CnnvizError(f"{type(view_or_figure).__name__} shows no picture to export (nothing drawn yet, or "
+                          "every picture hidden)")
     tree = _arrangement(view_or_figure)
     fonts = _slide_fonts()
     order = {id(figure): i for i, figure in enumerate(figures)}

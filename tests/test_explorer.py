@@ -145,7 +145,10 @@ def test_an_upload_that_is_not_an_image_shows_why_and_keeps_the_image(explorer):
     before = explorer.state.image.copy()
     upload(explorer, "notes.txt", b"these are my notes, not a picture")
     assert 'color: var(--jp-error-color1, #c62828)' in explorer.message.value  # a red line
-    assert "could not read an image" in explorer.message.value and "The previous image stays." in explorer.message.value
+    # in words for the reader: the file's name, not the bytes the loader saw; sentences start with capitals
+    assert ("The file notes.txt is not a picture that can be read: it looks like text, not an image. Accepted "
+            "formats: PNG" in explorer.message.value and "The previous image stays." in explorer.message.value)
+    assert "b&#x27;" not in explorer.message.value and "starts with" not in explorer.message.value
     np.testing.assert_array_equal(explorer.state.image, before)
     assert explorer.upload.value == ()  # ready for the next file
 
@@ -167,7 +170,7 @@ def test_export_offers_a_download_and_messages_do_not_outlive_their_tab(explorer
     from PIL import Image as PILImage
 
     upload(explorer, "notes.txt", b"not a picture")
-    assert "could not read an image" in explorer.message.value
+    assert "notes.txt is not a picture that can be read" in explorer.message.value
     explorer.tabs.selected_index = 1  # another tab: the upload error was about what happened before
     assert explorer.message.value == "" and explorer.status.value == ""
     assert not explorer.export_button.disabled  # the Weights tab has a picture

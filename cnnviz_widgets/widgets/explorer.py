@@ -265,7 +265,7 @@ class Explorer(ipywidgets.VBox):
                 warnings.warn_explicit(caught_warning.message, caught_warning.category, caught_warning.filename,
                                        caught_warning.lineno, source=caught_warning.source)
         if error is not None:
-            text = str(error).rstrip()
+            text = _plain(str(error), name)
             self._show_error(f"{text}{'' if text.endswith('.') else '.'} The previous image stays.")
         elif notes:
             self.message.value = (f'<span style="color: var(--jp-ui-font-color2, #555)">'
@@ -319,6 +319,18 @@ class Explorer(ipywidgets.VBox):
                 part.close()
         super().close()
         close_all(self)
+
+
+# The loader's message names the bytes it got ("19 bytes (starts with b'hello, t')"), which helps in code; in
+# the Explorer the reader knows the file by its name.
+_UNREADABLE = re.compile(r"^could not read an image from [\d,]+ bytes(?: \(starts with .*?\))?: ")
+
+
+def _plain(text: str, name: str) -> str:
+    """An image error as a sentence for the Explorer's message line: the file's name, capitals after stops."""
+    text = _UNREADABLE.sub(f"The file {name} is not a picture that can be read: ", text.strip())
+    text = re.sub(r"; (accepted\b)", lambda m: ". " + m.group(1).capitalize(), text)
+    return text[:1].upper() + text[1:]
 
 
 def _index_slider(trait: str, value: int, highest: int) -> ipywidgets.IntSlider:
