@@ -28,6 +28,11 @@ _CSS = f"""<style>
   text-align: left; justify-content: flex-start; padding: 0 6px; margin: 0; line-height: 22px;
 }}
 .cnnviz-layer-summary .{_ROW_CLASS}:disabled {{ opacity: 0.7; cursor: help; }}
+/* the current row in the theme's own colours (the "info" style is white on bright cyan in the dark theme) */
+.cnnviz-layer-summary .{_ROW_CLASS}.mod-{_CURRENT_STYLE} {{
+  background: var(--jp-layout-color3, #e0e0e0); color: var(--jp-ui-font-color0, #000); font-weight: bold;
+  box-shadow: inset 4px 0 var(--jp-brand-color1, #1976d2);
+}}
 </style>"""
 
 
