@@ -16,6 +16,7 @@ import numpy as np
 import traitlets
 
 from . import images
+from ._lru import LruCache
 from .activations import ActivationExtractor, input_key
 from .analysis import (
     CHANNEL_ORDERS,
@@ -45,6 +46,9 @@ from .inputs import (
 from .memory import check_fits
 from .models import ModelGraph, load_model, model_info, short_list
 from .render import COLORMAPS, NORMALIZATIONS
+
+RECENT_IMAGES = 3
+"""Prepared inputs kept for going back to a recent image (3 × 3.8 MB at 512×512)."""
 
 
 class ModelState(traitlets.HasTraits):
@@ -101,9 +105,10 @@ class ModelState(traitlets.HasTraits):
         height, width, _ = self.graph.input_shape
         # A fully convolutional model refuses images its pooling would shrink to nothing: find that size once.
         self._min_side = 1 if height and width else self.extractor.min_input_side()
-        self._staged: tuple[np.ndarray, ModelInput] | None = None
+        self._staged: tuple[np.ndarray, tuple[ModelInput, str]] | None = None
         self._input: ModelInput | None = None
         self._input_key = ""
+        self._prepared: LruCache[tuple[ModelInput, str]] = LruCache(RECENT_IMAGES)
         first_conv = next((n for n in self._layers if self.graph.node(n).kind == "conv"), self._layers[1])
         super().__init__(**kwargs)
         self.set_image(images.sample_image("astronaut") if image is None else image,
@@ -175,6 +180,12 @@ class ModelState(traitlets.HasTraits):
         assert self._input is not None
         return self._input
 
+    @property
+    def image_key(self) -> str:
+        """A content hash of the fed array: the same image (at the same size and preprocessing) gives the same
+        key, so views can keep what they drew for it and show it again when the image comes back."""
+        return self._input_key
+
     def activation(self, layer: str | None = None) -> np.ndarray:
         """(H, W, C) float32 output of `layer` for the current image (the input layer: the fed array)."""
         return self._activation_of(self.model_input, self._input_key, layer)
@@ -213,7 +224,7 @@ class ModelState(traitlets.HasTraits):
             source = images.sample_image(source)
         picture = images.load_image(source)
         # Prepared before any trait changes: an image the model cannot take leaves name and picture as they were.
-        self._staged = (picture, self._prepare(picture))
+        self._staged = (picture, self._prepare_keyed(picture))
         if name is None:
             name = str(getattr(source, "name", "") or (source if isinstance(source, str) else "image"))
         try:
@@ -228,17 +239,31 @@ class ModelState(traitlets.HasTraits):
         # Prepare the model input before anything changes, so a bad image leaves the state as it was.
         staged = self._staged
         if staged is not None and proposal["value"] is staged[0]:
-            picture, prepared = staged
+            picture, (prepared, key) = staged
         else:
             picture = images.load_image(proposal["value"])
-            prepared = self._prepare(picture)
-        self._input, self._input_key = prepared, input_key(prepared.array)
+            prepared, key = self._prepare_keyed(picture)
+        self._input, self._input_key = prepared, key
         return picture
 
     def _prepare(self, picture: np.ndarray) -> ModelInput:
         """The model input for an RGB picture (size policy, channels, preprocessing); ImageError if unusable."""
-        return prepare_input(picture, self.graph.input_shape, self._preprocess, self.max_side,
-                             min_side=self._min_side)
+        return self._prepare_keyed(picture)[0]
+
+    def _prepare_keyed(self, picture: np.ndarray) -> tuple[ModelInput, str]:
+        """`_prepare`'s model input and the cache key of its fed array.
+
+        The last few are kept by the picture's content: coming back to an image skips resizing, preprocessing
+        and hashing the fed array (a custom preprocess function is always run: it may not be repeatable).
+        """
+        def prepare() -> tuple[ModelInput, str]:
+            prepared = prepare_input(picture, self.graph.input_shape, self._preprocess, self.max_side,
+                                     min_side=self._min_side)
+            return prepared, input_key(prepared.array)
+
+        if callable(self._preprocess):
+            return prepare()
+        return self._prepared.get((input_key(picture), self.max_side, self._preprocess), prepare)
 
     # -- validation -----------------------------------------------------------------------------------
 

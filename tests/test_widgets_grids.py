@@ -437,3 +437,32 @@ def test_activation_grid_says_when_colours_and_scaling_mislead(state):
     state.colormap = "viridis"
     assert grid.message.value == ""
     grid.close()
+
+
+def test_going_back_to_a_recent_image_shows_its_pictures_again_without_redrawing_them(state, rng, monkeypatch):
+    grid = ActivationGrid(state)
+    state.layer = "conv_a"
+    first, second = (rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(2))
+    state.set_image(first)
+    key_first, shown_first = state.image_key, (picture(grid.figure), picture(grid.detail), grid.photo.value)
+    state.set_image(second)
+    assert state.image_key != key_first
+    rendered, encoded = [], []
+    real_render, real_encode = render.render_mosaic, render.encode_png
+    monkeypatch.setattr(render, "render_mosaic", lambda *a, **k: rendered.append(1) or real_render(*a, **k))
+    monkeypatch.setattr(render, "encode_png", lambda *a, **k: encoded.append(1) or real_encode(*a, **k))
+    passes = state.forward_passes
+    state.set_image(first.copy())  # the same content in a new array: recognised by content
+    assert state.image_key == key_first and state.forward_passes == passes
+    assert (rendered, encoded) == ([], [])  # nothing pooled, coloured or encoded again
+    # what is shown is what an independent render of the first image's maps gives
+    np.testing.assert_array_equal(picture(grid.figure), shown_first[0])
+    expected, _ = real_render(state.activation(), state.normalization, state.colormap, max_side=grid.max_tile_px,
+                              indices=grid.shown, cols=grid.figure.mosaic.cols)
+    np.testing.assert_array_equal(picture(grid.figure), expected.image)
+    np.testing.assert_array_equal(picture(grid.detail), shown_first[1])
+    assert grid.photo.value == shown_first[2]
+    first[0, 0] = 255 - first[0, 0]  # changed in place: a different image, drawn anew
+    state.set_image(first)
+    assert state.image_key != key_first and rendered
+    grid.close()

@@ -21,6 +21,7 @@ import numpy as np
 import traitlets
 
 from .. import render
+from .._lru import LruCache
 from ..errors import CnnvizError
 from ._common import View, as_state, close_all, format_number, show_child
 from .mosaic import MosaicFigure
@@ -30,6 +31,8 @@ _WEIGHT_PAD, _WEIGHT_PAD_GREY = 2, 64  # dark gaps: white is a zero weight in co
 _WEIGHT_CMAP = "coolwarm"  # diverging: negative blue, zero white, positive red
 ROBUST_PERCENTILE, ROBUST_FACTOR = 99.0, 3.0
 """A layer's weights are scaled to the 99th percentile of |w| when their largest |w| is over 3 times it."""
+RECENT_PICTURES = 6
+"""How many recent (image, layer, page, look) pictures a view keeps, so going back to them draws at once."""
 DETAIL_SIDE = 256
 """Longest side, in pixels, of the large view of the selected activation map (larger maps are pooled)."""
 
@@ -441,8 +444,12 @@ class ActivationGrid(_PagedMosaicView):
         if isinstance(max_tile_px, bool) or not isinstance(max_tile_px, int) or max_tile_px < 1:
             raise CnnvizError(f"max_tile_px must be an integer >= 1; got {max_tile_px!r}")
         self.max_tile_px = max_tile_px
-        self._extremes: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # layer -> (min, max) per map
-        self._extremes_input: Any = None
+        # What was drawn for the last few (image, layer, page, look)s: going back to a recent image redraws
+        # from these instead of pooling, colouring and encoding again (the encodings live on in MosaicFigure).
+        self._extremes: LruCache[tuple[np.ndarray, np.ndarray]] = LruCache(64)  # (image, layer) -> min, max
+        self._mosaics: LruCache[tuple[render.Mosaic, np.ndarray]] = LruCache(RECENT_PICTURES)
+        self._details: LruCache[tuple[render.Mosaic, np.ndarray]] = LruCache(RECENT_PICTURES)
+        self._photos: LruCache[bytes] = LruCache(RECENT_PICTURES)
         super().__init__(state_or_model, page_size=page_size, css_class=css_class, width_px=width_px)
 
     def _tile_count(self) -> int | None:
@@ -492,9 +499,11 @@ class ActivationGrid(_PagedMosaicView):
         # the large view takes its own map's range, like its tile
         value_range = None if mode == "per_map" else self._page_range
         fits = max(maps.shape[:2]) <= DETAIL_SIDE  # then no pooling pass at all (it is most of a step's cost)
-        mosaic, ranges = render.render_mosaic(maps, "per_map" if value_range is None else mode, state.colormap,
-                                              max_side=None if fits else DETAIL_SIDE, indices=[f], pad=0,
-                                              value_range=value_range)
+        mosaic, ranges = self._details.get(
+            (state.image_key, state.layer, f, mode, state.colormap, value_range),
+            lambda: render.render_mosaic(maps, "per_map" if value_range is None else mode, state.colormap,
+                                         max_side=None if fits else DETAIL_SIDE, indices=[f], pad=0,
+                                         value_range=value_range))
         height, width = maps.shape[:2]
         lo, hi = float(ranges[0, 0]), float(ranges[0, 1])
         self.detail.show(mosaic, title=f"{self.channel_label(f)} of {state.layer}, large ({width}×{height}; "
@@ -503,7 +512,7 @@ class ActivationGrid(_PagedMosaicView):
         if self._photo_input is not state.model_input:
             self._photo_input = state.model_input
             picture = state.model_input.picture
-            self.photo.value = render.encode_png(picture)
+            self.photo.value = self._photos.get(state.image_key, lambda: render.encode_png(picture))
             self.photo_caption.value = (f"<b>the input: {html.escape(state.image_name or 'the image')} "
                                         f"({picture.shape[1]}×{picture.shape[0]} as fed)</b>")
         self._side_key = key
@@ -540,21 +549,19 @@ class ActivationGrid(_PagedMosaicView):
 
     def _map_extremes(self, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unpooled min and max of every map of the layer, once per (layer, image): the tooltips' values."""
-        if self._extremes_input is not self.state.model_input:  # a new image: the old values are stale
-            self._extremes_input, self._extremes = self.state.model_input, {}
-        layer = self.state.layer
-        if layer not in self._extremes:
-            # rows first, then columns: both reductions run over contiguous memory (4x faster than axis=(0, 1))
-            self._extremes[layer] = (maps.min(axis=0).min(axis=0), maps.max(axis=0).max(axis=0))
-        return self._extremes[layer]
+        # rows first, then columns: both reductions run over contiguous memory (4x faster than axis=(0, 1))
+        return self._extremes.get((self.state.image_key, self.state.layer),
+                                  lambda: (maps.min(axis=0).min(axis=0), maps.max(axis=0).max(axis=0)))
 
     def _draw(self, shown: list[int]) -> None:
         state = self.state
         maps = state.activation()
         mode, cmap = state.normalization, state.colormap
         # no empty slot where the count allows (3 fed channels: one row, named in the title; 8 maps: 4 × 2)
-        mosaic, ranges = render.render_mosaic(maps, mode, cmap, max_side=self.max_tile_px, indices=shown,
-                                              cols=full_rows(len(shown)))
+        mosaic, ranges = self._mosaics.get(
+            (state.image_key, state.layer, mode, cmap, tuple(shown), self.max_tile_px),
+            lambda: render.render_mosaic(maps, mode, cmap, max_side=self.max_tile_px, indices=shown,
+                                         cols=full_rows(len(shown))))
         self._page_range = (float(ranges[0, 0]), float(ranges[0, 1]))
         lows, highs = self._map_extremes(maps)
         tooltips = [f"{self.channel_label(i)}: min {format_number(lows[i])}, max {format_number(highs[i])}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import html
 import itertools
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ _COLORBAR_LABEL_OFFSET = "36px"  # the caption below the tick labels, not on the
 _HIGHLIGHT_COLOR = "#ff7f0e"  # orange: stands out on grey, coolwarm, viridis and magma alike
 _MAX_HEIGHT = "72vh"  # a tall picture stops growing here, so the whole of it fits on the screen
 _figure_ids = itertools.count()
+_KEPT_ENCODINGS = 6  # encodings kept by picture identity (views keep as many recent pictures)
 # Captions under a one-row mosaic: one grid column per tile, the figure's own width and margins, so each
 # caption sits under its tile at any width.
 _CAPTIONS_CSS = """
@@ -65,6 +67,7 @@ class MosaicFigure(ipywidgets.VBox):
         self._click_callbacks: list[Callable[[int], None]] = []
         self._last_drawn: tuple | None = None  # what the browser shows now, to skip identical redraws
         self._last_pixels: tuple[np.ndarray, str, bytes] | None = None  # (picture, format, its encoding)
+        self._encodings: OrderedDict[tuple[int, str], tuple[np.ndarray, bytes]] = OrderedDict()
         self.aspect_ratio = 1.0
         self._size_class = f"cnnviz-fig-{next(_figure_ids)}"
         # The figure's size lives in one CSS rule: width of its container, height from the picture's aspect
@@ -195,13 +198,21 @@ class MosaicFigure(ipywidgets.VBox):
         self.redraws += 1
 
     def _encoded(self, picture: np.ndarray, fmt: str) -> bytes:
-        """`picture` encoded as `fmt`; the last encoding again when the pixels did not change (encoding is
-        most of a redraw, and a view often re-sends one of its pictures unchanged next to a changed one)."""
+        """`picture` encoded as `fmt`, reusing an earlier encoding where possible (encoding is most of a redraw):
+        the same picture object as one of the last few shown (a view showing a picture it kept, e.g. for an
+        image the user comes back to: views never change a picture once rendered), or the same pixels as the
+        last one (a view re-sending one of its pictures unchanged next to a changed one)."""
+        kept = self._encodings.get((id(picture), fmt))
+        if kept is not None and kept[0] is picture:
+            return kept[1]
         last = self._last_pixels
         if last is not None and last[1] == fmt and last[0].shape == picture.shape and np.array_equal(last[0], picture):
             return last[2]
         encoded = render.encode_png(picture) if fmt == "png" else render.encode_jpeg(picture)
         self._last_pixels = (picture.copy(), fmt, encoded)
+        self._encodings[(id(picture), fmt)] = (picture, encoded)  # holding the array keeps its id from reuse
+        while len(self._encodings) > _KEPT_ENCODINGS:
+            self._encodings.popitem(last=False)
         return encoded
 
     def _set_aspect(self, aspect: float) -> None:
