@@ -173,7 +173,7 @@ def test_pixel_view_explains_a_64_channel_filter_on_vgg16(vgg_state):
     assert len(view.breakdown.channels) == 3
     assert len(view.patches_figure.mosaic.indices) == 3
     for figure in (view.patches_figure, view.kernels_figure, view.products_figure):  # each tile's channel over it
-        assert [w.value for w in view._captions[figure].children] == [f"channel {c}" for c in view.breakdown.channels]
+        assert figure.caption_texts == [f"channel {c}" for c in view.breakdown.channels]
 
     # a 96×96 map: a zoomed crop of 24×24 values around the pick, in the map's own colours, takes clicks too
     maps = state.activation()[..., 1]
@@ -190,7 +190,7 @@ def test_pixel_view_explains_a_64_channel_filter_on_vgg16(vgg_state):
     assert list(view.zoom_mark.x) == pytest.approx([3 / 24, 4 / 24, 4 / 24, 3 / 24, 3 / 24])
 
     state.layer = "block1_conv1"  # the fed colour channels: their captions say which colour
-    captions = [w.value for w in view._captions[view.kernels_figure].children]
+    captions = view.kernels_figure.caption_texts
     assert all(c.startswith("channel ") for c in captions) and any("(B − 103.9)" in c for c in captions)
     state.layer = "block5_conv3"  # 6×6 maps at 96 px: the field (196 px) is bigger than the picture
     field = state.receptive_field()

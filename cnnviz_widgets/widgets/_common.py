@@ -52,10 +52,6 @@ THEME_CSS = """
 /* pictures side by side start level: each title keeps room for two lines */
 .cnnviz-compare-sides .cnnviz-mosaic-title, .cnnviz-pixel-top .cnnviz-mosaic-title { min-height: 2.8em; }
 .cnnviz-pixel-top { flex-wrap: wrap; row-gap: 12px; }
-.cnnviz-tile-captions { padding: 0 2px; box-sizing: border-box; }
-.cnnviz-tile-captions .widget-html { flex: 1 1 0%; min-width: 0; margin: 0; }
-.cnnviz-tile-captions .widget-html-content { justify-content: center; font-size: 12px; white-space: nowrap;
-                                             line-height: 18px; height: 18px; }
 /* BusyFrame: the picture stays, dimmed, with a note floating over its top while its update computes */
 .cnnviz-busy-frame { position: relative; }
 .cnnviz-busy-note { position: absolute !important; top: 64px; left: 50%; transform: translateX(-50%); z-index: 3;

@@ -287,6 +287,7 @@ class ClassActivationMap(_StateView):
             tooltip="whose maps Grad-CAM weighs; automatic: for a class, the model's last conv layer, for a "
                     "filter, the last conv layer before the filter's own (the menu names it)",
             layout=ipywidgets.Layout(width="360px"))
+        self.layer_picker.add_class("cnnviz-gradcam-layer-picker")
         self.opacity = ipywidgets.FloatSlider(value=float(opacity), min=0.0, max=1.0, step=0.05,
                                               description="opacity", readout_format=".2f")
         self.opacity.add_class("cnnviz-opacity-slider")
@@ -325,11 +326,13 @@ class ClassActivationMap(_StateView):
     def _busy_words(self) -> str:
         return f"computing {_METHOD_WORDS[self.method.value]} …"
 
-    def _show_placeholder(self, state: Any) -> None:
+    def _show_placeholder(self, state: Any, why_not: bool = False) -> None:
         picture = state.model_input.picture
-        self.figure.show(render.tile_maps(picture[:, :, None, :], pad=0),
-                         title=f"{state.image_name or 'the image'} · its {_METHOD_WORDS[self.method.value]} map "
-                               "comes over it once computed",
+        method = _METHOD_WORDS[self.method.value]
+        title = (f"{state.image_name or 'the image'} · " + (f"no {method} map for this choice: see the note above"
+                                                            if why_not else f"its {method} map comes over it once "
+                                                            "computed"))
+        self.figure.show(render.tile_maps(picture[:, :, None, :], pad=0), title=title,
                          tooltips=["the input picture (at the size fed to the model)"])
 
     def _sync_layer_picker(self, target: Target) -> None:
@@ -353,11 +356,12 @@ class ClassActivationMap(_StateView):
             self._setting_layers = False
 
     def _hide(self, hidden: bool) -> None:
-        show_child(self, self.frame, not hidden)
+        # no map to show (the note above says why): the plain input picture rather than an empty panel
         self.opacity.layout.display = "none" if hidden else None
         if hidden:
             self.explanation = None
             self._picture_key = None
+            self._show_placeholder(self.state, why_not=True)
 
     def _draw(self) -> None:
         state = self.state

@@ -24,7 +24,7 @@ from .. import render
 from ..analysis import PixelBreakdown, ReceptiveField
 from ..errors import CnnvizError, LayerError
 from ._common import View, as_state, close_all, colored, format_number, message_line, show_child
-from .mosaic import _MAX_HEIGHT, MosaicFigure
+from .mosaic import MosaicFigure
 
 MAP_SIDE = 256
 """Longest side, in pixels, of the output map as sent (larger maps are average-pooled; clicks still pick the
@@ -113,8 +113,6 @@ class ConvolutionAtPixel(View):
         self.top = ipywidgets.HBox([self.map_figure, self.zoom_figure, self.field_figure],
                                    layout=ipywidgets.Layout(width="100%"))
         self.top.add_class(f"{css_class}-top")
-        self._captions = {figure: _caption_row(figure) for figure in
-                          (self.patches_figure, self.kernels_figure, self.products_figure)}
         self.details = ipywidgets.VBox([self.patches_figure, self.kernels_figure, self.products_figure,
                                         self.arithmetic])
         super().__init__([self.heading, self.controls, self.message, self.top, self.details])
@@ -290,6 +288,7 @@ class ConvolutionAtPixel(View):
         kh, kw = b.kernels.shape[:2]
         factor = max(1, math.ceil(TILE_PX / max(kh, kw)))
         highlight = self.state.channel if self.state.channel in b.channels else None  # tiles are labelled by channel
+        captions = [html.escape(tile_caption(c, text, k)) for c, text in zip(b.channels, b.channel_labels, strict=True)]
         rows = (
             (self.patches_figure, b.patches, "input value",
              f"1 · the {kh}×{kw} window of {b.previous_layer} at input rows {b.taps_y[0]}–{b.taps_y[-1]}, "
@@ -306,10 +305,7 @@ class ConvolutionAtPixel(View):
             tips = [self._tile_tip(b, i, values[:, :, i], label) for i in range(k)]
             figure.show(mosaic, title=f"{title} · symmetric over the row (blue < 0, white = 0, red > 0)",
                         tooltips=tips, colorbar=(SIGNED_CMAP, float(ranges[0, 0]), float(ranges[0, 1])),
-                        colorbar_label=label, highlight=highlight)
-            _set_captions(self._captions[figure], [tile_caption(c, text, k) for c, text in
-                                                   zip(b.channels, b.channel_labels, strict=True)],
-                          figure.aspect_ratio)
+                        colorbar_label=label, highlight=highlight, captions=captions)
         self.arithmetic.value = arithmetic_table(b, layer_output=self._layer_value())
 
     def _tile_tip(self, b: PixelBreakdown, i: int, values: np.ndarray, label: str) -> str:
@@ -427,29 +423,6 @@ def tile_caption(channel: int, label: str, n_tiles: int) -> str:
     more tiles share the row), with the colour it holds for the model input ("channel 0 (B − 103.9)")."""
     head = f"channel {channel}" if n_tiles <= 8 else f"ch {channel}"
     return head if label.endswith(f"channel {channel}") else f"{head} ({label})"
-
-
-def _caption_row(figure: MosaicFigure) -> ipywidgets.HBox:
-    """A row of captions between the figure's title and its picture, one per tile (see `_set_captions`)."""
-    row = ipywidgets.HBox([], layout=ipywidgets.Layout(width="100%"))
-    row.add_class("cnnviz-tile-captions")
-    children = list(figure.children)
-    children.insert(children.index(figure.title) + 1, row)
-    figure.children = children  # the colour bar, added later, goes after the picture as before
-    return row
-
-
-def _set_captions(row: ipywidgets.HBox, captions: list[str], aspect: float) -> None:
-    """One caption per tile, in equal cells: the tiles of one row are of equal width, so each caption sits
-    over its tile; the row is capped as the picture is (its width no more than its height allows)."""
-    if len(row.children) != len(captions):
-        old = row.children
-        row.children = [ipywidgets.HTML("") for _ in captions]
-        for widget in old:
-            close_all(widget)
-    for widget, text in zip(row.children, captions, strict=True):
-        widget.value = html.escape(text)
-    row.layout.max_width = f"calc({_MAX_HEIGHT} * {aspect:.5f})"
 
 
 def _outline_mark(figure: MosaicFigure, width: int = 2, style: str = "solid") -> bqplot.Lines:
