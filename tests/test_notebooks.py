@@ -34,28 +34,34 @@ LOG_NOISE = re.compile("|".join([
 ]), re.MULTILINE)
 
 
+# The view each lesson's text describes: the code that makes it, and the layer and filter its text names (None:
+# the filter that cell picks, kept in `first_filter`). tests/browser/test_lessons.py checks the page against these.
+LESSON_VIEWS = {
+    "03_how_a_convolution_computes.ipynb": ("pixel_view = ConvolutionAtPixel(state)", "block1_conv2", 1),
+    "04_why_the_network_decides.ipynb": ("cam = ClassActivationMap(state)", "block4_conv1", None),
+}
+_03, _04 = (LESSON_VIEWS[name] for name in ("03_how_a_convolution_computes.ipynb", "04_why_the_network_decides.ipynb"))
 # Run after the last cell of a notebook: after Run All, each lesson's views still show what their text says
 # (a later cell setting a shared state's layer must not change a view further up).
 LESSON_CHECKS = {
     "03_how_a_convolution_computes.ipynb": (
-        "assert (pixel_view.state.layer, pixel_view.state.filter) == ('block1_conv2', 1), pixel_view.state.layer\n"
+        f"assert (pixel_view.state.layer, pixel_view.state.filter) == {_03[1:]!r}, pixel_view.state.layer\n"
         "assert (pixel_view.row, pixel_view.col) == (row, col), (pixel_view.row, pixel_view.col, row, col)\n"
-        "assert 0 < maps_first[row, col, 1] and abs(pixel_view.breakdown.output - maps_first[row, col, 1]) <= 1e-4 * "
-        "maps_first[row, col, 1]\n"
-        "assert 'block1_conv2' in pixel_view.map_figure.title.value\n"
+        f"_strongest = maps_first[row, col, {_03[2]}]\n"
+        "assert 0 < _strongest and abs(pixel_view.breakdown.output - _strongest) <= 1e-4 * _strongest\n"
+        f"assert {_03[1]!r} in pixel_view.map_figure.title.value\n"
         "print('the lesson views still show what their text says')"),
     "04_why_the_network_decides.ipynb": (
-        "assert (cam.state.layer, cam.state.filter) == ('block4_conv1', first_filter), cam.state.layer\n"
-        "assert 'block4_conv1' in cam.figure.title.value, cam.figure.title.value\n"
+        f"assert (cam.state.layer, cam.state.filter) == ({_04[1]!r}, first_filter), cam.state.layer\n"
+        f"assert {_04[1]!r} in cam.figure.title.value, cam.figure.title.value\n"
         "from PIL import Image as _Image\n"
         "_title = _Image.open(workdir / 'grad_cam.png').text['Title']\n"
-        "assert 'block4_conv1' in _title and 'block3_conv1' not in _title, _title\n"
+        f"assert {_04[1]!r} in _title and 'block3_conv1' not in _title, _title\n"
         "print('the lesson views still show what their text says')"),
 }
 LESSON_SETUP = {  # values the checks compare with, taken right after the view's own cell
-    "03_how_a_convolution_computes.ipynb": ("pixel_view = ConvolutionAtPixel(state)",
-                                            "maps_first = state.activation().copy()"),
-    "04_why_the_network_decides.ipynb": ("cam = ClassActivationMap(state)", "first_filter = state.filter"),
+    "03_how_a_convolution_computes.ipynb": (_03[0], "maps_first = state.activation().copy()"),
+    "04_why_the_network_decides.ipynb": (_04[0], "first_filter = state.filter"),
 }
 
 

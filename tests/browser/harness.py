@@ -44,6 +44,11 @@ KNOWN_FRONTEND_ERRORS = {
 WIDGET_ERROR_TEXTS = ("Error displaying widget", "Failed to load model class", "Error creating widget",
                       "Could not create a view", "Class not found", "is not defined in module",
                       "Click to show javascript error")
+# The window widths a teacher's screen may have (a laptop, a classroom projector, a desktop).
+WIDTHS = (1100, 1500, 1920)
+# Texts that must not run into each other, for `NotebookPage.measure`: the Explorer's controls and tab titles.
+EXPLORER_CONTROL_TEXTS = (".cnnviz-controls .widget-label, .cnnviz-controls .widget-readout, .cnnviz-controls button, "
+                          ".lm-TabBar-tab")
 
 
 def free_port() -> int:
@@ -163,6 +168,7 @@ class NotebookPage:
         self.page = page
         self.server = server
         self.js_errors: list[str] = []
+        self.own_kernel_path: str | None = None  # see `open`
         page.on("console", self._on_console)
         page.on("pageerror", lambda error: self.js_errors.append(f"pageerror: {error}"))
 
@@ -179,18 +185,33 @@ class NotebookPage:
         # JupyterLab keeps other (hidden) documents in the DOM: look only inside the visible notebook.
         return self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)").first
 
-    def open(self, name: str, timeout: float = 60_000) -> NotebookPage:
+    def open(self, name: str, timeout: float = 60_000, *, own_kernel_only: bool = False) -> NotebookPage:
+        """Open notebook `name` and wait until its kernel is idle.
+
+        own_kernel_only: from now on `wait_kernel_idle` looks at this notebook's kernel alone, not at every
+        kernel of the server (for pages that run notebooks side by side).
+        """
+        self.own_kernel_path = name if own_kernel_only else None
         self.page.goto(self.server.notebook_url(name))
         self.panel.locator(".jp-Cell").first.wait_for(timeout=timeout)
         self.wait_kernel_idle(timeout)
         return self
 
+    def _kernels(self) -> list[dict]:
+        if self.own_kernel_path is None:
+            return self.server.api("kernels")
+        return [session["kernel"] for session in self.server.api("sessions")
+                if session["path"] == self.own_kernel_path and session.get("kernel")]
+
     def wait_kernel_idle(self, timeout: float = 60_000) -> None:
-        """Wait until the notebook's kernel exists and says it is idle (server side, so it works in both apps)."""
+        """Wait until the notebook's kernel exists and says it is idle (server side, so it works in both apps).
+
+        Every kernel of the server must be idle, unless the notebook was opened with `own_kernel_only`.
+        """
         deadline = time.monotonic() + timeout / 1000
         while time.monotonic() < deadline:
             try:
-                kernels = self.server.api("kernels")
+                kernels = self._kernels()
             except urllib.error.HTTPError as err:
                 # jupyter_server answers 500 when a kernel it is listing goes away mid-list (the previous
                 # test's kernel being shut down): ask again.
@@ -201,7 +222,7 @@ class NotebookPage:
             if kernels and all(k["execution_state"] == "idle" for k in kernels):
                 return
             time.sleep(0.2)
-        raise TimeoutError(f"kernel not idle after {timeout / 1000:.0f} s: {self.server.api('kernels')}")
+        raise TimeoutError(f"kernel not idle after {timeout / 1000:.0f} s: {self.server.api('sessions')}")
 
     def run_all(self) -> None:
         """Run → Run All Cells, as a person would (the command has no default shortcut)."""
@@ -298,10 +319,91 @@ class NotebookPage:
         """`selector` limited to the visible notebook (for JavaScript's querySelector)."""
         return f".jp-NotebookPanel:not(.lm-mod-hidden) {selector}"
 
+    def measure(self, root: str, controls: str = EXPLORER_CONTROL_TEXTS) -> dict:
+        """What a reader would see go wrong under every element matching `root` in the visible notebook.
+
+        Returns plain data: `clipped` (text cut off: DOM text wider than its box that hides the rest, SVG text
+        outside its bqplot figure), `overlaps` (pairs of `controls` texts, or SVG texts of one figure, on top of
+        each other), `broken` (an <img> that did not decode, a bqplot picture without a href), `pictures`
+        (boxes of the visible mosaic figures), and for the first match: `root` (its box), `tab` (the box of
+        its tab contents, if any) and `message` (the text of its `.cnnviz-message`, '' if none).
+        """
+        return self.page.evaluate(_MEASURE_JS, [self.scoped(root), controls])
+
 
 # The href of the first <image> under a selector: bqplot sets `href` (blob: or data: URL) on its Image mark.
 _HREF_JS = """(sel) => {
     const root = document.querySelector(sel);
     const image = root && root.querySelector('svg image');
     return image ? (image.getAttribute('href') || image.getAttribute('xlink:href') || '') : '';
+}"""
+
+
+# Everything `NotebookPage.measure` reports, in one pass over the page.
+_MEASURE_JS = r"""([root, controlTexts]) => {
+    const roots = [...document.querySelectorAll(root)];
+    const visible = (el) => {
+        const r = el.getBoundingClientRect();
+        if (r.width < 1 || r.height < 1) return false;
+        for (let e = el; e && e !== document.body; e = e.parentElement) {
+            const s = getComputedStyle(e);
+            if (s.display === 'none' || s.visibility === 'hidden') return false;
+        }
+        return true;
+    };
+    const box = (el) => { const r = el.getBoundingClientRect();
+                          return {x: r.left, y: r.top, w: r.width, h: r.height}; };
+    const name = (el) => (el.textContent || '').trim().slice(0, 60);
+    const clipped = [], overlaps = [], broken = [], pictures = [];
+    for (const scope of roots) {
+        const textual = scope.querySelectorAll(
+            '.widget-label, .widget-readout, .lm-TabBar-tabLabel, .widget-button, .jupyter-button, ' +
+            '.widget-html-content, .widget-dropdown select, label');
+        for (const el of textual) {
+            if (!visible(el) || !name(el)) continue;
+            const s = getComputedStyle(el);
+            const hides = ['hidden', 'clip'].includes(s.overflowX) || s.textOverflow === 'ellipsis';
+            if (hides && el.scrollWidth > el.clientWidth + 1)
+                clipped.push(`${name(el)} (${el.scrollWidth} > ${el.clientWidth} px)`);
+        }
+        // texts of one row of controls must not run into each other
+        const controls = [...scope.querySelectorAll(controlTexts)].filter(visible);
+        for (let i = 0; i < controls.length; i++) for (let j = i + 1; j < controls.length; j++) {
+            const a = controls[i].getBoundingClientRect(), b = controls[j].getBoundingClientRect();
+            if (controls[i].contains(controls[j]) || controls[j].contains(controls[i])) continue;
+            const dx = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+            const dy = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+            if (dx > 1 && dy > 1) overlaps.push(`"${name(controls[i])}" / "${name(controls[j])}"`);
+        }
+        // SVG texts: inside their figure, and not on top of each other
+        for (const fig of scope.querySelectorAll('.bqplot')) {
+            if (!visible(fig)) continue;
+            const f = fig.getBoundingClientRect();
+            const texts = [...fig.querySelectorAll('svg text')].filter(t => visible(t) && name(t));
+            for (const t of texts) {
+                const r = t.getBoundingClientRect();
+                if (r.left < f.left - 1 || r.right > f.right + 1 || r.top < f.top - 1 || r.bottom > f.bottom + 1)
+                    clipped.push(`svg text "${name(t)}" outside its figure`);
+            }
+            for (let i = 0; i < texts.length; i++) for (let j = i + 1; j < texts.length; j++) {
+                const a = texts[i].getBoundingClientRect(), b = texts[j].getBoundingClientRect();
+                const dx = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+                const dy = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+                if (dx > 1 && dy > 1) overlaps.push(`svg "${name(texts[i])}" / "${name(texts[j])}"`);
+            }
+        }
+        broken.push(...[...scope.querySelectorAll('img')]
+            .filter(i => visible(i) && !(i.complete && i.naturalWidth > 0))
+            .map(i => (i.getAttribute('src') || '').slice(0, 40)));
+        for (const image of scope.querySelectorAll('.bqplot svg image')) {
+            const href = image.getAttribute('href') || image.getAttribute('xlink:href') || '';
+            if (visible(image.closest('.bqplot')) && !href) broken.push('bqplot image without a picture');
+        }
+        pictures.push(...[...scope.querySelectorAll('.cnnviz-mosaic-figure')].filter(visible).map(box));
+    }
+    const first = roots[0];
+    const tab = first && first.querySelector('.cnnviz-tabs .widget-tab-contents, .cnnviz-tabs .lm-StackedPanel');
+    const message = first && first.querySelector('.cnnviz-message');
+    return {clipped, overlaps, broken, pictures, tab: tab ? box(tab) : null,
+            root: first ? box(first) : null, message: message ? message.textContent.trim() : ''};
 }"""

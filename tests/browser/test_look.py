@@ -20,14 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.harness import DOCS, write_notebook
+from tests.browser.harness import DOCS, WIDTHS, write_notebook
 
 NOTEBOOK = "look_check.ipynb"
 CELLS = (
     "import cnnviz_widgets as cw\nfrom cnnviz_widgets.widgets import Explorer",
     'explorer = Explorer(cw.ModelState("vgg16", max_side=128, layer="block2_conv2"))\nexplorer',
 )
-WIDTHS = (1100, 1500, 1920)
 GALLERY_WIDTH, GALLERY_HEIGHT = 1500, 1000
 GALLERY = DOCS / "gallery"
 # Tabs whose main content is a picture: its largest picture must take at least this share of the tab's width.
@@ -36,75 +35,6 @@ GALLERY = DOCS / "gallery"
 OPEN_ELSEWHERE: set[tuple[str, str]] = set()
 PICTURE_TABS = {"Activations": 0.5, "Weights": 0.5, "One value": 0.5, "Why (Grad-CAM)": 0.4,
                 "Compare images": 0.6, "Filter effect": 0.5}
-
-# Everything measured in one pass over the Explorer; returns plain data for the assertions.
-_MEASURE_JS = r"""(root) => {
-    const explorer = document.querySelector(root);
-    const visible = (el) => {
-        const r = el.getBoundingClientRect();
-        if (r.width < 1 || r.height < 1) return false;
-        for (let e = el; e && e !== document.body; e = e.parentElement) {
-            const s = getComputedStyle(e);
-            if (s.display === 'none' || s.visibility === 'hidden') return false;
-        }
-        return true;
-    };
-    const box = (el) => { const r = el.getBoundingClientRect();
-                          return {x: r.left, y: r.top, w: r.width, h: r.height}; };
-    const name = (el) => (el.textContent || '').trim().slice(0, 60);
-    const clipped = [];
-    const textual = explorer.querySelectorAll(
-        '.widget-label, .widget-readout, .lm-TabBar-tabLabel, .widget-button, .jupyter-button, ' +
-        '.widget-html-content, .widget-dropdown select, label');
-    for (const el of textual) {
-        if (!visible(el) || !name(el)) continue;
-        const s = getComputedStyle(el);
-        const hides = ['hidden', 'clip'].includes(s.overflowX) || s.textOverflow === 'ellipsis';
-        if (hides && el.scrollWidth > el.clientWidth + 1)
-            clipped.push(`${name(el)} (${el.scrollWidth} > ${el.clientWidth} px)`);
-    }
-    // labels of one row of controls must not run into each other
-    const overlaps = [];
-    const controls = [...explorer.querySelectorAll(
-        '.cnnviz-controls .widget-label, .cnnviz-controls .widget-readout, .cnnviz-controls button, ' +
-        '.lm-TabBar-tab')].filter(visible);
-    for (let i = 0; i < controls.length; i++) for (let j = i + 1; j < controls.length; j++) {
-        const a = controls[i].getBoundingClientRect(), b = controls[j].getBoundingClientRect();
-        if (controls[i].contains(controls[j]) || controls[j].contains(controls[i])) continue;
-        const dx = Math.min(a.right, b.right) - Math.max(a.left, b.left);
-        const dy = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
-        if (dx > 1 && dy > 1) overlaps.push(`"${name(controls[i])}" / "${name(controls[j])}"`);
-    }
-    // SVG texts: inside their figure, and not on top of each other
-    for (const fig of explorer.querySelectorAll('.bqplot')) {
-        if (!visible(fig)) continue;
-        const f = fig.getBoundingClientRect();
-        const texts = [...fig.querySelectorAll('svg text')].filter(t => visible(t) && name(t));
-        for (const t of texts) {
-            const r = t.getBoundingClientRect();
-            if (r.left < f.left - 1 || r.right > f.right + 1 || r.top < f.top - 1 || r.bottom > f.bottom + 1)
-                clipped.push(`svg text "${name(t)}" outside its figure`);
-        }
-        for (let i = 0; i < texts.length; i++) for (let j = i + 1; j < texts.length; j++) {
-            const a = texts[i].getBoundingClientRect(), b = texts[j].getBoundingClientRect();
-            const dx = Math.min(a.right, b.right) - Math.max(a.left, b.left);
-            const dy = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
-            if (dx > 1 && dy > 1) overlaps.push(`svg "${name(texts[i])}" / "${name(texts[j])}"`);
-        }
-    }
-    const broken = [...explorer.querySelectorAll('img')].filter(i => visible(i) && !(i.complete && i.naturalWidth > 0))
-        .map(i => (i.getAttribute('src') || '').slice(0, 40));
-    for (const image of explorer.querySelectorAll('.bqplot svg image')) {
-        const href = image.getAttribute('href') || image.getAttribute('xlink:href') || '';
-        if (visible(image.closest('.bqplot')) && !href) broken.push('bqplot image without a picture');
-    }
-    const tab = explorer.querySelector('.cnnviz-tabs .widget-tab-contents, .cnnviz-tabs .lm-StackedPanel');
-    const pictures = [...explorer.querySelectorAll('.cnnviz-mosaic-figure')].filter(visible).map(box);
-    const message = explorer.querySelector('.cnnviz-message');
-    return {clipped, overlaps, broken, pictures, tab: tab ? box(tab) : null,
-            explorer: box(explorer), message: message ? message.textContent.trim() : ''};
-}"""
-
 
 def _tabs(page) -> list[str]:
     return [t.strip() for t in page.widget(".cnnviz-tabs").locator(".lm-TabBar-tab").all_inner_texts()]
@@ -128,7 +58,7 @@ def _wait_settled(page) -> None:
 
 
 def _measure(page) -> dict:
-    return page.page.evaluate(_MEASURE_JS, page.scoped(".cnnviz-explorer"))
+    return page.measure(".cnnviz-explorer")
 
 
 def _set_theme(page, theme: str) -> None:
