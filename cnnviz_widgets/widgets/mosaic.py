@@ -75,6 +75,7 @@ class MosaicFigure(ipywidgets.VBox):
         self._size_style = ipywidgets.HTML("", layout=ipywidgets.Layout(display="none"))
         self._size_style.add_class("cnnviz-size-style")
 
+        self._picture_layout = ipywidgets.Layout()
         self.title = ipywidgets.HTML("")
         self.title.add_class("cnnviz-mosaic-title")
         self._x_scale = bqplot.LinearScale(min=0.0, max=1.0, allow_padding=False)
@@ -261,10 +262,13 @@ class MosaicFigure(ipywidgets.VBox):
         self._outline.visible = True
 
     def _draw_picture(self, mosaic: render.Mosaic, encoded: bytes, fmt: str) -> None:
-        # A new ipywidgets.Image each time: changing .value of the shown one does not redraw the mark.
+        # A new ipywidgets.Image each time: changing .value of the shown one does not redraw the mark. The mark
+        # never reads the Image's layout, so all of a figure's pictures share one (a new Layout widget per
+        # picture was a third of a redraw's widget traffic).
         old = self.image_mark.image
-        self.image_mark.image = ipywidgets.Image(value=encoded, format=fmt)
-        old.layout.close()  # an Image brings its own Layout widget
+        self.image_mark.image = ipywidgets.Image(value=encoded, format=fmt, layout=self._picture_layout)
+        if old.layout is not self._picture_layout:
+            old.layout.close()  # the placeholder brought its own
         old.close()
         self._x_scale.min, self._x_scale.max = 0.0, float(mosaic.cols)
         self._y_scale.min, self._y_scale.max = 0.0, float(mosaic.rows)
@@ -389,7 +393,7 @@ class MosaicFigure(ipywidgets.VBox):
         super().close()
         # The colour bar (until first shown) and the hover marks (with hover_labels=False) may be out of the
         # widget tree, so they are closed on their own.
-        for root in (self, self._colorbar_figure, self._hover_marks):
+        for root in (self, self._colorbar_figure, self._hover_marks, self._picture_layout):
             if root is not None:
                 close_all(root)
 
