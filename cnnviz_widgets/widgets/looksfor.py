@@ -253,7 +253,8 @@ class WhatItLooksFor(View):
             self._cells[i].layout.display = None if i < len(crops) else "none"
             if i < len(crops):
                 img.value = render.encode_png(_fit(crops[i], _CROP_PX))
-                cap.value = f'<span title="{html.escape(str(sources[i][0]))}">{scores[i]:.3g}</span>'
+                where = html.escape(f"the filter's strongest value in image {sources[i][0]}", quote=True)
+                cap.value = f'<span title="{where}">response {scores[i]:.3g}</span>'
                 btn.disabled = False
             else:
                 img.value, cap.value, btn.disabled = b"", "", True
