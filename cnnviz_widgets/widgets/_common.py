@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import html
 import logging
@@ -51,7 +52,8 @@ THEME_CSS = """
 .cnnviz-compare-sides, .cnnviz-grid-body, .cnnviz-pixel-top { column-gap: 24px; }
 /* pictures side by side start level: each title keeps room for two lines */
 .cnnviz-compare-sides .cnnviz-mosaic-title, .cnnviz-pixel-top .cnnviz-mosaic-title { min-height: 2.8em; }
-.cnnviz-pixel-top { flex-wrap: wrap; row-gap: 12px; }
+.cnnviz-pixel-top, .cnnviz-compare-sides { flex-wrap: wrap; row-gap: 12px; }
+.cnnviz-pixel-top > .widget-vbox { max-width: calc(50% - 12px); }  /* wrapped alone, a figure stays half wide */
 /* BusyFrame: the picture stays, dimmed, with a note floating over its top while its update computes */
 .cnnviz-busy-frame { position: relative; }
 .cnnviz-busy-note { position: absolute !important; top: 64px; left: 50%; transform: translateX(-50%); z-index: 3;
@@ -135,6 +137,20 @@ class BusyFrame(ipywidgets.VBox):
 _PROBLEM_CHARS = 300  # a reason is one sentence: a longer message (a Keras dump) is cut
 
 
+_STARTING_HIDDEN: contextvars.ContextVar[bool] = contextvars.ContextVar("cnnviz_starting_hidden", default=False)
+
+
+@contextlib.contextmanager
+def starting_hidden() -> Iterator[None]:
+    """Views made inside start inactive: they draw nothing until shown (e.g. the Explorer's closed tabs, so
+    opening it computes and sends only the open tab's pictures)."""
+    token = _STARTING_HIDDEN.set(True)
+    try:
+        yield
+    finally:
+        _STARTING_HIDDEN.reset(token)
+
+
 class View(ipywidgets.VBox):
     """A view that can be hidden: while `active` is False (a background tab) state changes are not drawn,
     and `redraw()` catches up when it is made active again.
@@ -161,6 +177,10 @@ class View(ipywidgets.VBox):
                 value.func = _guarded(value.func)
             elif callable(value) and not isinstance(value, (staticmethod, classmethod, type)):
                 setattr(cls, name, _guarded(value))
+
+    @traitlets.default("active")
+    def _default_active(self) -> bool:
+        return not _STARTING_HIDDEN.get()
 
     def redraw(self) -> None:
         raise NotImplementedError

@@ -462,7 +462,7 @@ class CompareImages(_StateView):
     """
 
     def __init__(self, state_or_model: Any, other_image: Any = "cat", *, css_class: str = "cnnviz-compare-images",
-                 width_px: int = 320, active: bool = True):
+                 width_px: int = 280, active: bool = True):
         self._closed = True
         state = as_state(state_or_model)
         first = state.prepare_image(other_image)  # bad input fails here, before anything observes the state

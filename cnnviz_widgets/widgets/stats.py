@@ -27,7 +27,7 @@ _MAX_TICKS = 16  # channel labels under the bars; more would overlap
 _WORDS = {
     "max": "largest value",
     "mean": "mean value",
-    "zeros": "fraction of zeros (1 = dead for this image)",
+    "zeros": "share of zeros (1 = dead)",  # short: the axis title must fit the chart's height
 }
 _ORDER_WORDS = {
     "index": "channel index",

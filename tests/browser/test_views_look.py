@@ -104,6 +104,7 @@ def test_stats_gradcam_one_value_and_compare_in_the_browser(lab_page, served_dir
     ticks = _svg_texts(page, f"{stats}-chart")
     assert not [t for t in ticks if re.fullmatch(r"-?[\d.]+[mµkM]", t)], ticks  # no SI suffixes
     assert "0.5" in ticks or "0.4" in ticks, ticks
+    _shot(page, folder, "channel-stats-zeros-1100.png")
     page.widget(f"{stats} select").select_option(label="max, largest first")
     _settle(page)
     ticks = _svg_texts(page, f"{stats}-chart")
