@@ -22,6 +22,7 @@ import base64
 import contextlib
 import io
 import math
+import os
 import re
 import shutil
 import urllib.error
@@ -38,6 +39,8 @@ NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 LESSONS = ("01_tour.ipynb", "02_your_own_model.ipynb", "03_how_a_convolution_computes.ipynb",
            "04_why_the_network_decides.ipynb")
 HEIGHT = 1000
+# CNNVIZ_LESSON_SHOTS=<folder>: also save a picture of each view at each width there, to look at.
+SHOTS = os.environ.get("CNNVIZ_LESSON_SHOTS", "")
 # A view's pictures use the cell: the widest row of its mosaic figures spans at least this share of the output
 # area, unless the picture already reaches the height the views cap it at (72 % of the window) and so would no
 # longer fit on the screen if it were wider.
@@ -254,6 +257,36 @@ def _lesson_view_problems(page, nb: nbformat.NotebookNode, name: str, outputs: l
     return problems
 
 
+def _shoot_views(page, name: str, width: int, folder: Path) -> None:
+    """A picture of every output that shows a widget or an image, for a person to look at.
+
+    The notebook scrolls inside JupyterLab, so an output taller than the window is taken in window-high parts
+    (`…-cellNN-K.png`), scrolled one after the other: the window keeps its size, so the views keep their layout.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    cells = page.panel.locator(".jp-Cell")
+    scroller = page.panel.locator(".jp-WindowedPanel-outer").first
+    view = scroller.bounding_box()
+    for index in range(cells.count()):
+        area = cells.nth(index).locator(".jp-OutputArea")
+        if not (area.count() and area.locator(".jupyter-widgets, img").count()):
+            continue
+        area.first.evaluate("(el) => el.scrollIntoView({block: 'start'})")
+        page.page.wait_for_timeout(300)  # bqplot lays out a figure that just came into view
+        stem = f"{Path(name).stem}-{width}-cell{index:02d}"
+        for part in range(20):
+            box = area.first.bounding_box()
+            top, bottom = max(box["y"], view["y"]), min(box["y"] + box["height"], view["y"] + view["height"])
+            if bottom - top < 2:
+                break
+            page.page.screenshot(path=str(folder / f"{stem}-{part}.png"), animations="disabled", caret="hide",
+                                 clip={"x": box["x"], "y": top, "width": box["width"], "height": bottom - top})
+            if box["y"] + box["height"] <= view["y"] + view["height"]:
+                break
+            scroller.evaluate("(el, dy) => el.scrollBy(0, dy)", bottom - top)
+            page.page.wait_for_timeout(300)
+
+
 @pytest.mark.parametrize("name", LESSONS)
 def test_lesson_after_run_all(lessons, name):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
@@ -274,6 +307,8 @@ def test_lesson_after_run_all(lessons, name):
             problems += _layout_problems(outputs, where)
             if width == WIDTHS[0]:
                 problems += _lesson_view_problems(page, nb, name, outputs)
+            if SHOTS:
+                _shoot_views(page, name, width, Path(SHOTS))
         page.assert_healthy()
     finally:
         lessons.close(name)
