@@ -271,8 +271,10 @@ def _shoot_views(page, name: str, width: int, folder: Path) -> None:
         area = cells.nth(index).locator(".jp-OutputArea")
         if not (area.count() and area.locator(".jupyter-widgets, img").count()):
             continue
-        area.first.evaluate("(el) => el.scrollIntoView({block: 'start'})")
-        page.page.wait_for_timeout(300)  # bqplot lays out a figure that just came into view
+        # twice: a cell drawn for the first time (content-visibility) changes the heights above it
+        for _ in range(2):
+            area.first.evaluate("(el) => el.scrollIntoView({block: 'start'})")
+            page.page.wait_for_timeout(300)  # bqplot lays out a figure that just came into view
         stem = f"{Path(name).stem}-{width}-cell{index:02d}"
         for part in range(20):
             box = area.first.bounding_box()
