@@ -7,11 +7,13 @@ The controls are linked both ways to the state's traits, so moving a slider, cli
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import re
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from .. import images, render
 from ..errors import CnnvizError, CnnvizWarning
 from ..export import export_png, figures_of
 from ..state import ModelState
-from ._common import close_all, stylesheet
+from ._common import close_all, starting_hidden, stylesheet
 from .about import model_header
 from .effect import FilterEffect
 from .explain import ClassActivationMap, CompareImages, Predictions
@@ -85,30 +87,25 @@ class Explorer(ipywidgets.VBox):
         self.message = _with_class(ipywidgets.HTML(""), "cnnviz-message")
         self.status = _with_class(ipywidgets.HTML(""), "cnnviz-status")
 
-        self.activation_grid = ActivationGrid(state)
-        self.weight_grid = WeightGrid(state)
-        self.filter_effect = FilterEffect(state)
-        self.convolution_at_pixel = ConvolutionAtPixel(state)
-        self.channel_stats = ChannelStats(state)
-        self.layer_summary = LayerSummary(state)
-        # Views that need a gradient pass start inactive: opening the Explorer runs no more than one forward pass.
-        self.predictions = Predictions(state, active=False)
-        self.class_activation_map = ClassActivationMap(state, active=False)
-        try:
-            self.compare_images = CompareImages(state, "cat", active=False)
-        except CnnvizError:  # e.g. the cat is too small for this model at this max_side: start on the same image
-            self.compare_images = CompareImages(state, state.image, active=False)
-        self.what_it_looks_for = WhatItLooksFor(state, active=False)  # runs nothing until its tab opens
-        views = {"Activations": self.activation_grid, "Weights": self.weight_grid,
-                 "Filter effect": self.filter_effect, "One value": self.convolution_at_pixel,
-                 "Channel stats": self.channel_stats, "Layers": self.layer_summary,
-                 "Predictions": self.predictions, "Why (Grad-CAM)": self.class_activation_map,
-                 "Compare images": self.compare_images, "What it looks for": self.what_it_looks_for}
-        self.views = list(views.values())
+        # Each tab's view is made when its tab first opens (the others never cost their widgets, computing or
+        # pictures: opening the Explorer sends only the first tab's). A view made while its tab is closed (by
+        # reading e.g. `explorer.filter_effect`) starts inactive and draws when the tab opens.
+        self._view_makers: dict[str, Callable[[], ipywidgets.Widget]] = {
+            "Activations": lambda: ActivationGrid(state), "Weights": lambda: WeightGrid(state),
+            "Filter effect": lambda: FilterEffect(state), "One value": lambda: ConvolutionAtPixel(state),
+            "Channel stats": lambda: ChannelStats(state), "Layers": lambda: LayerSummary(state),
+            # these four take `active` themselves
+            "Predictions": lambda: Predictions(state, active=self._making_shown),
+            "Why (Grad-CAM)": lambda: ClassActivationMap(state, active=self._making_shown),
+            "Compare images": lambda: _compare_images(state, active=self._making_shown),
+            "What it looks for": lambda: WhatItLooksFor(state, active=self._making_shown)}
+        self._making_shown = True
+        self._built_views: dict[int, ipywidgets.Widget] = {}
         # A tab holds its view only while it is open: a bqplot figure laid out in a hidden tab measures 0 px
         # (and the browser logs negative sizes for its shapes).
-        self._tab_pages = [ipywidgets.Box(layout=ipywidgets.Layout(display="block")) for _ in self.views]
-        self.tabs = _with_class(ipywidgets.Tab(children=self._tab_pages, titles=tuple(views)), "cnnviz-tabs")
+        self._tab_pages = [ipywidgets.Box(layout=ipywidgets.Layout(display="block")) for _ in self._view_makers]
+        self.tabs = _with_class(ipywidgets.Tab(children=self._tab_pages, titles=tuple(self._view_makers)),
+                                "cnnviz-tabs")
         self.export_button = _with_class(ipywidgets.Button(
             description="Export PNG", icon="download",
             tooltip="make a PNG of the open tab's pictures, large enough for slides, and offer it for download"),
@@ -189,7 +186,11 @@ class Explorer(ipywidgets.VBox):
         # Only the open tab holds its view (see __init__): the others are emptied, so no figure is ever laid
         # out hidden; a reopened tab draws its view afresh.
         selected = self.tabs.selected_index or 0
-        for index, (page, view) in enumerate(zip(self._tab_pages, self.views, strict=True)):
+        self.view_at(selected)  # made on first opening
+        for index, page in enumerate(self._tab_pages):
+            view = self._built_views.get(index)
+            if view is None:
+                continue
             page.children = (view,) if index == selected else ()
             if hasattr(view, "active"):
                 view.active = index == selected
@@ -197,7 +198,7 @@ class Explorer(ipywidgets.VBox):
         self.message.value = ""
         if not self.state.busy:
             self.status.value = ""
-        self.export_button.disabled = not figures_of(self.views[selected])
+        self.export_button.disabled = not figures_of(self.view_at(selected))
 
     def _replace_slider(self, trait: str, highest: int) -> None:
         """A new slider for `trait` with maximum `highest`, in place of the old one.
@@ -222,7 +223,34 @@ class Explorer(ipywidgets.VBox):
     @property
     def current_view(self) -> ipywidgets.Widget:
         """The view in the open tab."""
-        return self.views[self.tabs.selected_index or 0]
+        return self.view_at(self.tabs.selected_index or 0)
+
+    def view_at(self, index: int) -> ipywidgets.Widget:
+        """The view of tab `index`, made now if its tab has not been opened yet."""
+        view = self._built_views.get(index)
+        if view is None:
+            make = list(self._view_makers.values())[index]
+            self._making_shown = index == (self.tabs.selected_index or 0)
+            with contextlib.nullcontext() if self._making_shown else starting_hidden():
+                view = make()
+            self._built_views[index] = view
+        return view
+
+    @property
+    def views(self) -> list[ipywidgets.Widget]:
+        """Every tab's view, in tab order (this makes those not made yet)."""
+        return [self.view_at(index) for index in range(len(self._view_makers))]
+
+    activation_grid = property(lambda self: self.view_at(0), doc="The Activations tab's `ActivationGrid`.")
+    weight_grid = property(lambda self: self.view_at(1), doc="The Weights tab's `WeightGrid`.")
+    filter_effect = property(lambda self: self.view_at(2), doc="The Filter effect tab's `FilterEffect`.")
+    convolution_at_pixel = property(lambda self: self.view_at(3), doc="The One value tab's `ConvolutionAtPixel`.")
+    channel_stats = property(lambda self: self.view_at(4), doc="The Channel stats tab's `ChannelStats`.")
+    layer_summary = property(lambda self: self.view_at(5), doc="The Layers tab's `LayerSummary`.")
+    predictions = property(lambda self: self.view_at(6), doc="The Predictions tab's `Predictions`.")
+    class_activation_map = property(lambda self: self.view_at(7), doc="The Why (Grad-CAM) tab's view.")
+    compare_images = property(lambda self: self.view_at(8), doc="The Compare images tab's `CompareImages`.")
+    what_it_looks_for = property(lambda self: self.view_at(9), doc="The What it looks for tab's view.")
 
     # -- controls -> state -----------------------------------------------------------------------------
 
@@ -306,19 +334,24 @@ class Explorer(ipywidgets.VBox):
         self._links, self._state_handlers = [], []
         # getattr: close() also runs (from __del__) on an explorer whose __init__ failed half way
         controls = getattr(self, "controls", None)
-        names = ("activation_grid", "weight_grid", "filter_effect", "convolution_at_pixel", "channel_stats",
-                 "layer_summary", "predictions", "class_activation_map", "compare_images", "what_it_looks_for",
-                 "tabs", "header",
+        names = ("tabs", "header",
                  "export_button",
                  "layer_slider", "channel_slider", "filter_slider", "image_picker", "upload", "colormap_picker",
                  "normalization_picker", "message", "status", "lines", "stylesheet")
-        parts = [getattr(self, name, None) for name in names]
+        parts = [*getattr(self, "_built_views", {}).values(), *(getattr(self, name, None) for name in names)]
         parts += [*controls.children, controls] if controls is not None else []
         for part in parts:
             if part is not None:
                 part.close()
         super().close()
         close_all(self)
+
+
+def _compare_images(state: ModelState, active: bool) -> CompareImages:
+    try:
+        return CompareImages(state, "cat", active=active)
+    except CnnvizError:  # e.g. the cat is too small for this model at this max_side: start on the same image
+        return CompareImages(state, state.image, active=active)
 
 
 # The loader's message names the bytes it got ("19 bytes (starts with b'hello, t')"), which helps in code; in
