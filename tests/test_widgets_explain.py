@@ -49,8 +49,11 @@ def test_predictions_list_the_top_classes_and_a_click_explains_one(state):
     assert state.explained_class == expected.indices[2]
     assert [b.button_style for b in view.buttons] == ["", "", "info"]
     drawn = view.redraws
+    notes = []
+    view.frame.note.layout.observe(lambda change: notes.append((change["new"], view.frame.note.value)), "display")
     state.set_image(np.full((12, 12, 3), 30, np.uint8))  # a new image: new predictions
     assert view.redraws == drawn + 1 and view.predictions.outputs is not expected.outputs
+    assert notes == [(None, "computing the predictions …"), ("none", "computing the predictions …")]  # said, gone
     state.set_class_names(["ant", "bee", "cat"])
     assert view.buttons[0].description.split(": ")[1] in {"ant", "bee", "cat"}
     view.close()
@@ -199,10 +202,10 @@ def test_compare_images_share_one_range(vgg_state):
     state.filter = g  # both images' outputs are cached: no forward pass
     assert state.forward_passes == passes and f"channel {g}" in view.figures[0].title.value
     notes = []
-    view.frame.note.observe(lambda change: notes.append(change["new"]), "value")
+    view.frame.note.layout.observe(lambda change: notes.append((change["new"], view.frame.note.value)), "display")
     view.picker.value = "coffee"  # a new image runs the network: said over the pictures meanwhile
     assert view.other_name == "coffee" and view.other_input.picture.shape[:2] == (64, 96)
-    assert notes == ["running the network on coffee …"] and view.frame.note.layout.display == "none"
+    assert notes == [(None, "running the network on coffee …"), ("none", "running the network on coffee …")]
     with pytest.raises(ImageError):
         view.set_other_image(b"not an image")
     assert view.other_name == "coffee"  # the previous image stays

@@ -165,10 +165,14 @@ class Predictions(_StateView):
         self.heading = ipywidgets.HTML("")
         self.rows = ipywidgets.VBox([])
         self.buttons: list[ipywidgets.Button] = []
-        super().__init__(state_or_model, [self.heading, self.rows], css_class,
+        self.frame = BusyFrame(self.rows)  # a new image's prediction runs the network: said over the old list
+        super().__init__(state_or_model, [self.heading, self.frame], css_class,
                          ["image", "explained_class", "class_names"], active)
-        self._parts = [self.heading, self.rows]
+        self._parts = [self.heading, self.rows, self.frame]
         self.redraw()
+
+    def _busy_words(self) -> str:
+        return "computing the predictions …"
 
     def _key(self) -> tuple:
         state = self.state
