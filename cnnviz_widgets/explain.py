@@ -129,9 +129,9 @@ def find_classifier(graph: ModelGraph, class_names: Sequence[str] | None = None)
     if len(shape) != 2:
         raise ModelError(
             f"{graph.model.name} has no classifier: its output is {shape} (maps, not one score per class), so "
-            "there are no class predictions. VGG16 with weights='bsds500' keeps only the 13 conv layers; use "
-            "weights='imagenet' (or None for the untrained architecture) for the classifier. Grad-CAM and "
-            "saliency of one filter's mean activation work without a classifier.")
+            "there are no class predictions. The offline VGG16 weights (the HED edge detector's) keep only its 13 "
+            "conv layers; load VGG16 with its ImageNet weights (weights=\"imagenet\") for the classifier. Grad-CAM "
+            "and saliency of one filter's mean activation work without a classifier.")
     n = shape[1]
     if n is None or n < 2:
         raise ModelError(f"{graph.model.name}'s output {shape} has {n} value(s) per image; predictions are shown "

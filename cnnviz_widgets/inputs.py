@@ -116,14 +116,14 @@ _HOW = {
     "unit": lambda c: f"{c} / 255",
     "none": lambda c: f"{c} (0..255)",
 }
-_SENTENCES = {
-    "caffe": "'caffe' preprocessing: the fed channels are B, G, R (in that order) minus the ImageNet mean "
-             "(103.9, 116.8, 123.7)",
-    "tf": "'tf' preprocessing: the fed channels are R, G, B scaled to −1..1",
-    "torch": "'torch' preprocessing: the fed channels are R, G, B scaled to 0..1, minus the ImageNet mean "
-             "(0.485, 0.456, 0.406), over its std (0.229, 0.224, 0.225)",
-    "unit": "'unit' preprocessing: the fed channels are R, G, B scaled to 0..1",
-    "none": "no preprocessing: the fed channels are R, G, B as 0..255",
+_SENTENCES = {  # shown to learners: what goes in, in words; the Keras mode's name last, for those who look it up
+    "caffe": "The photo goes in as its B, G, R (in that order) minus the ImageNet mean (103.9, 116.8, 123.7), as "
+             "the network was trained ('caffe' preprocessing)",
+    "tf": "The photo goes in as its R, G, B scaled to −1..1 ('tf' preprocessing)",
+    "torch": "The photo goes in as its R, G, B scaled to 0..1, minus the ImageNet mean (0.485, 0.456, 0.406), over "
+             "its std (0.229, 0.224, 0.225) ('torch' preprocessing)",
+    "unit": "The photo goes in as its R, G, B scaled to 0..1",
+    "none": "The photo goes in as its R, G, B as 0..255 (no preprocessing)",
 }
 
 

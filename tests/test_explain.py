@@ -99,7 +99,7 @@ def test_conv_only_model_says_it_has_no_classifier(vgg16_bsds):
     assert not explainer.has_classifier
     with pytest.raises(ModelError, match=r"has no classifier: its output is \(None, None, None, 512\)"):
         explainer.predict(np.zeros((32, 32, 3), np.float32))
-    with pytest.raises(ModelError, match="weights='bsds500' keeps only the 13 conv layers"):
+    with pytest.raises(ModelError, match="The offline VGG16 weights .* keep only its 13 conv layers"):
         find_classifier(ModelGraph(vgg16_bsds))
 
 
