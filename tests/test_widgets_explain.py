@@ -64,7 +64,7 @@ def test_predictions_list_the_top_classes_and_a_click_explains_one(state):
 def test_predictions_say_when_the_model_has_no_classifier(vgg_state):
     view = Predictions(vgg_state)
     assert view.rows.layout.display == "none" and view.predictions is None
-    assert "has no classifier" in view.message.value and "bsds500" in view.message.value
+    assert "has no classifier" in view.message.value and "ImageNet weights" in view.message.value
     view.close()
 
 
