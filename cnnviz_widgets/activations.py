@@ -108,8 +108,8 @@ class ActivationExtractor:
         self.forward_passes = 0
         self.partial_passes = 0
         self.last_forward_seconds = 0.0
+        # (the layer it started from, the last layer it computed) of the latest pass; the input's name from the input
         self.last_pass: tuple[str, str] = ("", "")
-        """(first layer fed, last layer computed) of the latest pass: the input's name when it ran from the input."""
         self._cache: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
         self._asked: dict[str, set[str]] = {}  # per input: the layers asked for (what a view showed)
         outputs = [graph.nodes[name].tensor for name in self.layers]
