@@ -40,6 +40,7 @@ MAX_TOP_K = 16
 ZOOM_SIDE = 24
 """A map with more values than this on a side also gets a zoomed crop of ZOOM_SIDE × ZOOM_SIDE values around the
 pick: on a 256-wide map drawn a few hundred pixels wide, one value is a pixel or two, too small to click."""
+_TILE_MAX_PX = 180  # a row of few tiles stops growing here: three 3×3 kernels need not be 500 px each
 _ZOOM_MARGIN = 3  # the crop moves only when the pick comes this close to its edge, so it stays under the mouse
 _MARK_COLOR = "#ff7f0e"  # the selected pixel and the receptive field: orange, like the tile outlines
 _VALUES_UP_TO = 25  # kernels with at most this many taps (5×5) get their numbers in the tooltips
@@ -303,6 +304,7 @@ class ConvolutionAtPixel(View):
             tiles[b.padded] = PAD_RGB
             mosaic = render.tile_maps(render.scale_up(tiles, factor), indices=list(b.channels), cols=k, pad=2)
             tips = [self._tile_tip(b, i, values[:, :, i], label) for i in range(k)]
+            figure.layout.max_width = f"{max(figure.width_px, k * _TILE_MAX_PX)}px"
             figure.show(mosaic, title=f"{title} · symmetric over the row (blue < 0, white = 0, red > 0)",
                         tooltips=tips, colorbar=(SIGNED_CMAP, float(ranges[0, 0]), float(ranges[0, 1])),
                         colorbar_label=label, highlight=highlight, captions=captions)
