@@ -197,14 +197,18 @@ class ModelState(traitlets.HasTraits):
         if name not in self.extractor.layers:
             reason = self.graph.why_not_visualisable(name)
             raise LayerError(reason or f"{name} is not among the visualised layers: {short_list(self._layers)}")
-        cached = self.extractor.forward_passes
+        extractor = self.extractor
+        cached = extractor.forward_passes, extractor.partial_passes
         self.set_trait("busy", True)
         try:
-            result = self.extractor.get(model_input.array, name, key=key)
+            result = extractor.get(model_input.array, name, key=key)
         finally:
             self.set_trait("busy", False)
-        if self.extractor.forward_passes != cached:
-            self.set_trait("status", f"forward pass: {self.extractor.last_forward_seconds * 1000:.0f} ms")
+        if extractor.forward_passes != cached[0]:
+            self.set_trait("status", f"forward pass: {extractor.last_forward_seconds * 1000:.0f} ms")
+        elif extractor.partial_passes != cached[1]:  # a part of the network, from a layer the cache kept
+            self.set_trait("status", f"partial pass from {extractor.last_pass[0]} to {extractor.last_pass[1]}: "
+                                     f"{extractor.last_forward_seconds * 1000:.0f} ms")
         return result
 
     @property

@@ -263,3 +263,12 @@ def test_an_input_that_fits_runs_whole_and_older_inputs_refill_from_their_checkp
     assert (tight.forward_passes, tight.partial_passes) == (2, 1)
     assert tight.last_pass == ("se_project", tight._in_order[-1])
     np.testing.assert_array_equal(tight.get(x, "head_conv"), extractor.get(x, "head_conv"))
+
+
+def test_the_state_says_when_it_ran_part_of_the_network(tiny_model, rng):
+    state = ModelState(tiny_model, image=rng.integers(0, 256, (16, 16, 3), dtype=np.uint8),
+                       cache_budget_mb=16 * 16 * 4 * 4 / 2**20)  # one conv_a map: every input is over budget
+    state.activation("conv_a")
+    state.activation("conv_b")
+    assert state.status.startswith("partial pass from conv_a to conv_b: ") and state.status.endswith(" ms")
+    assert state.forward_passes == 0 and state.extractor.partial_passes >= 2
