@@ -301,11 +301,13 @@ def bench_scaling(model: Any, sides: Sequence[int] = (112, 224, 448, 896), repea
             for name in convs:
                 budgeted.activation(name)
             extra["passes_default_budget"] = budgeted.forward_passes
+            extra["partial_passes_default_budget"] = budgeted.extractor.partial_passes  # from a kept layer on
             del budgeted
         rows.append(Row("scaling", f"{width}×{height}", total["median"] * 1e3, "ms",
                         note=f"forward {forward_s['median'] * 1e3:.0f} + render {render_s['median'] * 1e3:.1f} ms "
                         f"(plain model(x) {plain_s['median'] * 1e3:.0f} ms); {per_mpx[side][0] * 1e3:.0f} ms/Mpx"
-                        + (f"; default budget: {extra['passes_default_budget']} passes for all layers"
+                        + (f"; default budget: {extra['passes_default_budget']} whole + "
+                           f"{extra['partial_passes_default_budget']} partial passes for all layers"
                            if "passes_default_budget" in extra else ""),
                         extra=extra))
     if len(sides) > 1:
