@@ -76,6 +76,10 @@ def test_pixel_view_starts_on_the_strongest_value_and_a_click_picks_a_pixel(stat
     np.testing.assert_allclose(view.field_mark.y, [1, 1, 1 - 2 / 16, 1 - 2 / 16, 1])
     assert "3×3 pixels (2×2 inside the image)" in view.field_figure.title.value
     assert "rows 0–1, columns 14–15 of the input" in view.heading.value
+    # what the window reads is said in words: the fed input, not the input layer's name
+    assert "window of the fed input in every channel" in view.heading.value
+    assert f"window of {state.input_layer}" not in view.patches_figure.title.value
+    assert "the fed input channel" in view.arithmetic.value
     sent = view.map_figure.image_mark.image
     click_map(view, 1, 14)  # another pixel: the outlines move, the map picture is not sent again
     assert view.map_figure.image_mark.image is sent and view.box == (0, 13, 3, 16)

@@ -292,7 +292,7 @@ class ConvolutionAtPixel(View):
         captions = [html.escape(tile_caption(c, text, k)) for c, text in zip(b.channels, b.channel_labels, strict=True)]
         rows = (
             (self.patches_figure, b.patches, "input value",
-             f"1 · the {kh}×{kw} window of {b.previous_layer} at input rows {b.taps_y[0]}–{b.taps_y[-1]}, "
+             f"1 · the {kh}×{kw} window of {self._source(b)} at input rows {b.taps_y[0]}–{b.taps_y[-1]}, "
              f"columns {b.taps_x[0]}–{b.taps_x[-1]}" + (" (grey: zero padding)" if b.padded.any() else "")),
             (self.kernels_figure, b.kernels, "weight", f"2 · filter {b.filter}'s kernel slices for those channels"),
             (self.products_figure, b.patches * b.kernels, "input × weight",
@@ -308,7 +308,7 @@ class ConvolutionAtPixel(View):
             figure.show(mosaic, title=f"{title} · symmetric over the row (blue < 0, white = 0, red > 0)",
                         tooltips=tips, colorbar=(SIGNED_CMAP, float(ranges[0, 0]), float(ranges[0, 1])),
                         colorbar_label=label, highlight=highlight, captions=captions)
-        self.arithmetic.value = arithmetic_table(b, layer_output=self._layer_value())
+        self.arithmetic.value = arithmetic_table(b, layer_output=self._layer_value(), source=self._source(b))
 
     def _tile_tip(self, b: PixelBreakdown, i: int, values: np.ndarray, label: str) -> str:
         c = b.channels[i]
@@ -318,6 +318,10 @@ class ConvolutionAtPixel(View):
         cells = [["pad" if b.padded[y, x] else format_number(float(values[y, x])) for x in range(values.shape[1])]
                  for y in range(values.shape[0])]
         return f"{head} · {label}: " + " / ".join(" ".join(row) for row in cells)
+
+    def _source(self, b: PixelBreakdown) -> str:
+        """What the window reads, in words: the previous layer's name, or "the fed input" (not "input_layer")."""
+        return "the fed input" if b.previous_layer == self.state.input_layer else b.previous_layer
 
     def _layer_value(self) -> float:
         return float(self.state.activation()[self.row, self.col, self.state.filter])
@@ -335,7 +339,7 @@ class ConvolutionAtPixel(View):
                  if shown < b.n_channels else f"all {b.n_channels} input channels")
         note = f"<br><small>{html.escape(b.note)}</small>" if b.note else ""
         return (f"{where}: the value at ({b.row}, {b.col}) = {value} is computed from a {b.kernels.shape[0]}×"
-                f"{b.kernels.shape[1]} window of {html.escape(b.previous_layer)} in every channel. {field} Shown: "
+                f"{b.kernels.shape[1]} window of {html.escape(self._source(b))} in every channel. {field} Shown: "
                 f"{which}.{note}")
 
     # -- events ----------------------------------------------------------------------------------------
@@ -393,12 +397,13 @@ def arithmetic_text(b: PixelBreakdown) -> str:
             f"{format_number(b.output)}")
 
 
-def arithmetic_table(b: PixelBreakdown, layer_output: float | None = None) -> str:
+def arithmetic_table(b: PixelBreakdown, layer_output: float | None = None, source: str | None = None) -> str:
     """HTML: one row per shown channel (its partial sum and share of Σ |partial sums|), the rest, the bias, the
-    activation, and the one-line sum; `layer_output` (the layer's own value) is printed next to it to compare."""
+    activation, and the one-line sum; `layer_output` (the layer's own value) is printed next to it to compare.
+    `source` names what the channels belong to (default: the previous layer's name)."""
     magnitude = float(np.abs(b.partials).sum()) or 1.0
     cell = 'style="padding: 1px 8px; text-align: right"'
-    rows = [f"<tr><th {cell}>rank</th><th {cell}>{html.escape(b.previous_layer or 'input')} channel</th>"
+    rows = [f"<tr><th {cell}>rank</th><th {cell}>{html.escape(source or b.previous_layer or 'input')} channel</th>"
             f"<th {cell}>partial sum</th>"
             f"<th {cell}>share of Σ|·|</th></tr>"]
     for rank, (c, label) in enumerate(zip(b.channels, b.channel_labels, strict=True), start=1):
