@@ -188,7 +188,8 @@ def test_stats_gradcam_one_value_and_compare_in_the_browser(lab_page, served_dir
     boxes = page.page.evaluate(
         "(sel) => [...document.querySelectorAll(sel + ' .cnnviz-mosaic-figure')].map(f => { "
         "const r = f.getBoundingClientRect(); return {y: r.top, w: r.width}; })", page.scoped(compare))
-    assert len(boxes) == 2 and abs(boxes[0]["y"] - boxes[1]["y"]) <= 1, boxes
+    assert len(boxes) == 2 and abs(boxes[0]["y"] - boxes[1]["y"]) <= 1, boxes  # level
+    assert abs(boxes[0]["w"] - boxes[1]["w"]) <= 2, boxes  # both maps are 256 wide: drawn at one scale
     _shot(page, folder, "compare-1100.png")
 
     # -- the same at 1920, and in the dark theme ----------------------------------------------------------
