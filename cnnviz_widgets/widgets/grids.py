@@ -500,7 +500,7 @@ class ActivationGrid(_PagedMosaicView):
         value_range = None if mode == "per_map" else self._page_range
         fits = max(maps.shape[:2]) <= DETAIL_SIDE  # then no pooling pass at all (it is most of a step's cost)
         mosaic, ranges = self._details.get(
-            (state.image_key, state.layer, f, mode, state.colormap, value_range),
+            (*self._maps_key(), f, mode, state.colormap, value_range),
             lambda: render.render_mosaic(maps, "per_map" if value_range is None else mode, state.colormap,
                                          max_side=None if fits else DETAIL_SIDE, indices=[f], pad=0,
                                          value_range=value_range))
@@ -547,10 +547,14 @@ class ActivationGrid(_PagedMosaicView):
                 return f"channel {index} ({names[index]})"
         return f"channel {index}"
 
+    def _maps_key(self) -> tuple:
+        """What the shown layer's maps are a function of: the kept pictures and ranges are found by it."""
+        return (self.state.image_key, self.state.layer)
+
     def _map_extremes(self, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unpooled min and max of every map of the layer, once per (layer, image): the tooltips' values."""
         # rows first, then columns: both reductions run over contiguous memory (4x faster than axis=(0, 1))
-        return self._extremes.get((self.state.image_key, self.state.layer),
+        return self._extremes.get(self._maps_key(),
                                   lambda: (maps.min(axis=0).min(axis=0), maps.max(axis=0).max(axis=0)))
 
     def _draw(self, shown: list[int]) -> None:
@@ -559,7 +563,7 @@ class ActivationGrid(_PagedMosaicView):
         mode, cmap = state.normalization, state.colormap
         # no empty slot where the count allows (3 fed channels: one row, named in the title; 8 maps: 4 × 2)
         mosaic, ranges = self._mosaics.get(
-            (state.image_key, state.layer, mode, cmap, tuple(shown), self.max_tile_px),
+            (*self._maps_key(), mode, cmap, tuple(shown), self.max_tile_px),
             lambda: render.render_mosaic(maps, mode, cmap, max_side=self.max_tile_px, indices=shown,
                                          cols=full_rows(len(shown))))
         self._page_range = (float(ranges[0, 0]), float(ranges[0, 1]))

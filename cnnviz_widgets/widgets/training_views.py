@@ -56,11 +56,8 @@ class TrainingWeightGrid(FollowsTraining, WeightGrid):
 class TrainingActivationGrid(FollowsTraining, ActivationGrid):
     _observed_traits = (*ActivationGrid._observed_traits, "version")
 
-    def _map_extremes(self, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if getattr(self, "_extremes_version", None) != self.state.version:  # cached per (layer, image) only
-            self._extremes = {}
-            self._extremes_version = self.state.version
-        return super()._map_extremes(maps)
+    def _maps_key(self) -> tuple:
+        return (*super()._maps_key(), self.state.version)  # the maps change as the weights train
 
 
 class Curves(ipywidgets.VBox):
