@@ -26,12 +26,11 @@ TARGET_OVERHEAD = 0.10
 
 
 def digits_data() -> tuple[np.ndarray, np.ndarray]:
-    """The notebook's data: scikit-learn's 8×8 digits as 32×32 uint8 pictures, and their labels."""
-    from sklearn.datasets import load_digits
-
+    """The notebook's data: the bundled 8×8 digits as 32×32 uint8 pictures, and their labels."""
+    import cnnviz_widgets as cw
     from cnnviz_widgets._keras import keras
 
-    digits = load_digits()
+    digits = cw.load_digits()
     pixels = digits.images[..., None] * (255 / 16)
     x = np.asarray(keras().ops.image.resize(pixels, (32, 32), interpolation="bilinear")).clip(0, 255)
     return x.astype("uint8"), digits.target

@@ -24,6 +24,7 @@ _EXPORTS = {
     "load_image": "images",
     "sample_image": "images",
     "sample_names": "images",
+    "load_digits": "datasets",
     "ModelState": "state",
     "CnnvizError": "errors",
     "ImageError": "errors",

@@ -366,3 +366,17 @@ def test_paths_accept_pathlib(tmp_path, rgb):
     path = pathlib.Path(tmp_path, "x.bmp")
     Image.fromarray(rgb).save(path)
     np.testing.assert_array_equal(load_image(path), rgb)
+
+
+def test_bundled_digits_are_the_uci_test_set():
+    import cnnviz_widgets as cw
+
+    digits = cw.load_digits()
+    assert digits.images.shape == (1797, 8, 8) and digits.images.dtype == np.uint8 and digits.images.max() == 16
+    # class sizes pinned when the file was made from scikit-learn 1.9's copy (the file must not drift)
+    assert np.bincount(digits.target).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    assert digits.target[:10].tolist() == list(range(10))
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")  # where it is installed: the very same arrays
+    reference = sklearn_datasets.load_digits()
+    np.testing.assert_array_equal(digits.images, reference.images)
+    np.testing.assert_array_equal(digits.target, reference.target)

@@ -17,9 +17,9 @@ from tests.browser.harness import DOCS, write_notebook
 
 NOTEBOOK = "training_check.ipynb"
 CELLS = (
-    "import numpy as np\nfrom sklearn.datasets import load_digits\nimport cnnviz_widgets as cw\n"
+    "import numpy as np\nimport cnnviz_widgets as cw\n"
     "TrainingMonitor = cw.TrainingMonitor\nimport keras\n"
-    "digits = load_digits()\n"
+    "digits = cw.load_digits()\n"
     "x = np.asarray(keras.ops.image.resize(digits.images[..., None] * (255 / 16), (32, 32))).clip(0, 255)"
     ".astype('uint8')\n"
     "keras.utils.set_random_seed(0)\n"
