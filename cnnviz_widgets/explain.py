@@ -258,8 +258,9 @@ def overlay(picture: np.ndarray, heatmap: np.ndarray, cmap: str = "magma", opaci
     """The picture with a coloured heat map over it: (1 - a) * picture + a * colour(heatmap).
 
     picture : (H, W, 3) uint8. heatmap : (H, W) values in [0, 1]. opacity : 0 (the picture) .. 1 (the map).
-    weighted : False, a = opacity everywhere; True, a = opacity * heatmap, so where the map is weak the picture
-    stays clear and only the hot spots are tinted. Returns (H, W, 3) uint8.
+    weighted : False, a = opacity everywhere; True, a = min(1, 2 * opacity * heatmap), so where the map is weak
+    the picture stays clear, and at the default opacity 0.5 the peak is drawn in full colour (a sparse map's few
+    hot spots must stand out, not sit half-blended into the photo). Returns (H, W, 3) uint8.
     """
     pic = np.asarray(picture)
     heat = np.asarray(heatmap)
@@ -272,7 +273,8 @@ def overlay(picture: np.ndarray, heatmap: np.ndarray, cmap: str = "magma", opaci
     colour = render.apply_colormap(heat, cmap)
     if colour.ndim == 2:  # grey gives one channel
         colour = np.repeat(colour[..., None], 3, axis=2)
-    alpha = float(opacity) * heat.astype(np.float32)[..., None] if weighted else np.float32(opacity)
+    alpha = (np.minimum(1.0, 2.0 * float(opacity) * heat.astype(np.float32))[..., None] if weighted
+             else np.float32(opacity))
     blend = (1.0 - alpha) * pic.astype(np.float32) + alpha * colour.astype(np.float32)
     return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
 

@@ -276,10 +276,13 @@ def test_overlay_blends_the_picture_and_the_coloured_map(rng):
     assert np.abs(half.astype(int) - expected).max() <= 1
     grey = overlay(picture, heat, "grey", 1.0)
     np.testing.assert_array_equal(grey[..., 0], apply_colormap(heat, "grey"))
-    # weighted: each pixel's opacity is opacity * heat, so where the map is 0 the picture is untouched
+    # weighted: each pixel's opacity is 2 * opacity * heat up to 1, so where the map is 0 the picture is untouched
+    # and the peak is full colour from opacity 0.5 on
     heat[:3] = 0.0
+    heat[5, 7] = 1.0
     weighted = overlay(picture, heat, "magma", 0.6, weighted=True)
-    alpha = 0.6 * heat[..., None]
+    alpha = np.minimum(1.0, 1.2 * heat[..., None])
+    np.testing.assert_array_equal(weighted[5, 7], apply_colormap(heat, "magma")[5, 7])
     expected = np.rint((1 - alpha) * picture + alpha * apply_colormap(heat, "magma").astype(np.float64))
     assert np.abs(weighted.astype(int) - expected).max() <= 1
     np.testing.assert_array_equal(weighted[:3], picture[:3])
