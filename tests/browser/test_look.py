@@ -72,9 +72,14 @@ def _set_theme(page, theme: str) -> None:
 def _shot(page, folder: Path, name: str) -> None:
     """The whole Explorer: the window is made tall enough for it, so the notebook's scrolling cuts nothing."""
     explorer = page.widget(".cnnviz-explorer")
-    height = explorer.bounding_box()["height"]
-    page.page.set_viewport_size({"width": GALLERY_WIDTH, "height": max(GALLERY_HEIGHT, int(height) + 400)})
-    _wait_settled(page)
+    height = 0.0
+    for _ in range(3):  # a taller window lets the pictures grow (they stop at 72 % of its height): measure again
+        grown = explorer.bounding_box()["height"]
+        if grown <= height + 1:
+            break
+        height = grown
+        page.page.set_viewport_size({"width": GALLERY_WIDTH, "height": max(GALLERY_HEIGHT, int(height) + 400)})
+        _wait_settled(page)
     explorer.scroll_into_view_if_needed()
     explorer.screenshot(path=str(folder / name), animations="disabled", caret="hide")
     page.page.set_viewport_size({"width": GALLERY_WIDTH, "height": GALLERY_HEIGHT})
