@@ -127,11 +127,12 @@ def find_classifier(graph: ModelGraph, class_names: Sequence[str] | None = None)
     node = _output_node(graph)
     shape = tuple(node.output_shape)
     if len(shape) != 2:
+        what = (f"{shape[-1]} maps" if len(shape) == 4 and shape[-1] else "maps") + ", not one score per class"
+        vgg = ("The offline VGG16 weights (the HED edge detector's) keep only its 13 conv layers; load VGG16 with "
+               "its ImageNet weights for the classifier. " if graph.model.name.lower().startswith("vgg16") else "")
         raise ModelError(
-            f"{graph.model.name} has no classifier: its output is {shape} (maps, not one score per class), so "
-            "there are no class predictions. The offline VGG16 weights (the HED edge detector's) keep only its 13 "
-            "conv layers; load VGG16 with its ImageNet weights (weights=\"imagenet\") for the classifier. Grad-CAM "
-            "and saliency of one filter's mean activation work without a classifier.")
+            f"{graph.model.name} has no classifier: its output is {what}, so there are no class predictions. "
+            f"{vgg}Grad-CAM and saliency of one filter's mean activation work without a classifier.")
     n = shape[1]
     if n is None or n < 2:
         raise ModelError(f"{graph.model.name}'s output {shape} has {n} value(s) per image; predictions are shown "

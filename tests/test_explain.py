@@ -97,7 +97,7 @@ def test_tiny_classifier_without_softmax_gets_class_indices_or_given_names(neste
 def test_conv_only_model_says_it_has_no_classifier(vgg16_bsds):
     explainer = Explainer(ModelGraph(vgg16_bsds))
     assert not explainer.has_classifier
-    with pytest.raises(ModelError, match=r"has no classifier: its output is \(None, None, None, 512\)"):
+    with pytest.raises(ModelError, match=r"has no classifier: its output is 512 maps, not one score per class"):
         explainer.predict(np.zeros((32, 32, 3), np.float32))
     with pytest.raises(ModelError, match="The offline VGG16 weights .* keep only its 13 conv layers"):
         find_classifier(ModelGraph(vgg16_bsds))

@@ -406,7 +406,9 @@ class WeightGrid(_PagedMosaicView):
         factor = max(1, math.ceil(_KERNEL_TILE_PX / max(kernel.shape[:2])))
         unit, _ = render.normalize(kernel[:, :, shown, f], "symmetric", value_range=(-scale, scale))
         tiles = render.scale_up(render.apply_colormap(unit, _WEIGHT_CMAP), factor)
-        mosaic = render.tile_maps(tiles, indices=shown, pad=_WEIGHT_PAD, pad_value=_WEIGHT_PAD_GREY)
+        # no empty slot where the count allows (3 fed channels: one row; 8: 4 × 2), as in the grid beside it
+        mosaic = render.tile_maps(tiles, indices=shown, cols=full_rows(len(shown)), pad=_WEIGHT_PAD,
+                                  pad_value=_WEIGHT_PAD_GREY)
         which = f"all {n_in}" if len(shown) == n_in else f"the first {len(shown)} of {n_in}"
         tooltips = [f"input channel {c}: min {format_number(float(kernel[:, :, c, f].min()))}, "
                     f"max {format_number(float(kernel[:, :, c, f].max()))}" for c in shown]

@@ -93,7 +93,7 @@ class WhatItLooksFor(View):
         self.placeholder.add_class(f"{css_class}-note")
         self.placeholder.add_class(f"{css_class}-placeholder")
 
-        self.folder = ipywidgets.Text(placeholder="folder of images (empty: the bundled samples)",
+        self.folder = ipywidgets.Text(placeholder="a folder of images, or empty for the samples",
                                       layout=ipywidgets.Layout(width="400px", max_width="100%"))
         self.scan_button = ipywidgets.Button(description="scan", icon="search",
                                              tooltip="find the patches that excite every filter most")

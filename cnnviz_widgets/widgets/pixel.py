@@ -331,7 +331,8 @@ class ConvolutionAtPixel(View):
         value = format_number(self._layer_value())
         where = f"<b>{html.escape(s.layer)}</b>, {'filter' if s.layer_kind() == 'conv' else 'channel'} {s.filter}"
         y0, x0, y1, x1 = self.box or (0, 0, 0, 0)
-        field = f"It can see rows {y0}–{y1 - 1}, columns {x0}–{x1 - 1} of the input (outlined on the right)."
+        field = (f"It can see rows {y0}–{y1 - 1}, columns {x0}–{x1 - 1} of the input (outlined in the "
+                 "receptive-field picture).")
         if b is None:
             return f"{where}: the value at ({self.row}, {self.col}) = {value}. {field}"
         shown = len(b.channels)
