@@ -697,6 +697,17 @@ class Explainer:
         if node.class_name == "Conv2D":
             if _activation_name(node.layer) == "relu":
                 grad = tf.raw_ops.ReluGrad(gradients=grad, features=out)
+            kh, kw = node.layer.kernel.shape[:2]
+            if (tuple(config["strides"]) == (1, 1) and tuple(config["dilation_rate"]) == (1, 1)
+                    and (padding == "VALID" or kh % 2 == kw % 2 == 1)):
+                # A stride-1 correlation's input gradient is the output gradient correlated with the kernel
+                # turned by 180° and its channels swapped ("same" with an odd kernel pads alike on both sides;
+                # "valid" needs the full padding). TensorFlow's forward convolution runs this several times
+                # faster on a CPU than its Conv2DBackpropInput op.
+                turned = tf.transpose(tf.reverse(tf.convert_to_tensor(node.layer.kernel), axis=[0, 1]), [0, 1, 3, 2])
+                if padding == "VALID":
+                    grad = tf.pad(grad, [[0, 0], [kh - 1, kh - 1], [kw - 1, kw - 1], [0, 0]])
+                return tf.nn.conv2d(grad, turned, strides=1, padding=padding)
             return tf.raw_ops.Conv2DBackpropInput(
                 input_sizes=inp.shape, filter=tf.convert_to_tensor(node.layer.kernel), out_backprop=grad,
                 strides=[1, *config["strides"], 1], padding=padding,

@@ -407,3 +407,24 @@ def test_a_skip_connection_falls_back_to_the_whole_network(k, rng):
     short = state.explainer.grad_cam(x, state.explainer.filter_target("top", 0), layer="c", key=key)
     np.testing.assert_allclose(short.raw, _full(state).grad_cam(x, Target("filter", 0, "top"), layer="c").raw,
                                rtol=1e-4, atol=1e-7)
+
+
+def test_saliency_back_through_every_conv_geometry_equals_the_tape(k, rng):
+    """The input gradient of a stride-1 conv is taken as a forward conv with the turned kernel ("valid": padded
+    in full; "same": odd kernels); other strides keep TensorFlow's own op. Each against the whole network's tape."""
+    inputs = k.Input((15, 15, 3), name="img")
+    x = k.layers.Conv2D(4, 3, padding="valid", activation="relu", name="valid3")(inputs)
+    x = k.layers.Conv2D(3, 2, padding="valid", activation="relu", name="valid2")(x)
+    x = k.layers.Conv2D(5, 5, padding="same", name="same5_linear")(x)
+    x = k.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="strided")(x)
+    x = k.layers.Conv2D(6, 2, padding="same", activation="relu", name="same_even")(x)
+    model = k.Model(inputs, x, name="geometries")
+    state = ModelState(model, image=rng.integers(0, 256, (15, 15, 3), dtype=np.uint8), preprocess="unit")
+    x_in, key = state.model_input.array, state._input_key
+    full = _full(state)
+    for layer in ("same_even", "strided", "same5_linear", "valid2"):
+        for f in (0, 2):
+            target = state.explainer.filter_target(layer, f)
+            short, reference = state.explainer.saliency(x_in, target, key=key), full.saliency(x_in, target)
+            np.testing.assert_allclose(short.raw, reference.raw, rtol=1e-4, atol=1e-5 * float(reference.raw.max()))
+    assert not [k for k in state.explainer._between if k[0] is None]  # every one went back through the cache
