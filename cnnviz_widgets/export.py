@@ -417,29 +417,30 @@ def _wrap(text: str, width: int, font: Any) -> list[str]:
     """Wrap to `width` pixels, breaking after a label's separators first ("·", ":", ",", "/": a 3×3 kernel's
     rows land on lines of their own), then between words; a word longer than a line is cut where it must be."""
     lines: list[str] = []
-    line = ""
-    for chunk in re.split(r"(?<=[·:,/]) +", " ".join(text.split())):
-        trial = f"{line} {chunk}" if line else chunk
-        if font.getlength(trial) <= width:
-            line = trial
-            continue
-        if line:
-            lines.append(line)
-        line = ""
-        for word in chunk.split(" "):
-            trial = f"{line} {word}" if line else word
+
+    def fill(pieces: list[str], line: str, smaller: Any) -> str:
+        """Add `pieces` to `line` while they fit; a piece that does not starts a line, broken by `smaller`."""
+        for piece in pieces:
+            trial = f"{line} {piece}" if line else piece
             if font.getlength(trial) <= width:
                 line = trial
                 continue
             if line:
                 lines.append(line)
-            while font.getlength(word) > width and len(word) > 1:
-                cut = len(word) - 1
-                while cut > 1 and font.getlength(word[:cut]) > width:
-                    cut -= 1
-                lines.append(word[:cut])
-                word = word[cut:]
-            line = word
+            line = smaller(piece)
+        return line
+
+    def cut(word: str) -> str:
+        while font.getlength(word) > width and len(word) > 1:
+            end = len(word) - 1
+            while end > 1 and font.getlength(word[:end]) > width:
+                end -= 1
+            lines.append(word[:end])
+            word = word[end:]
+        return word
+
+    line = fill(re.split(r"(?<=[·:,/]) +", " ".join(text.split())), "",
+                lambda chunk: fill(chunk.split(" "), "", cut))
     if line:
         lines.append(line)
     return [line.removesuffix(" ·").removesuffix("·").rstrip() for line in lines]

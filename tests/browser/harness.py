@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,6 +230,22 @@ class NotebookPage:
         self.page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
         self.page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
 
+    def set_theme(self, theme: str) -> None:
+        """Settings → Theme → `theme` (e.g. "JupyterLab Dark"), and wait until the page wears it."""
+        self.page.locator(".lm-MenuBar-itemLabel", has_text="Settings").first.click()
+        self.page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
+        self.page.locator(".lm-Menu-itemLabel", has_text=theme).first.click()
+        self.page.wait_for_function("(t) => document.body.dataset.jpThemeName === t", arg=theme, timeout=20_000)
+        self.page.wait_for_timeout(500)
+
+    def run_new_notebook(self, path: Path, cells: Sequence[str], width: int, timeout: float = 120_000) -> None:
+        """Write a notebook of `cells` at `path` (in the served folder), open it in a `width`-px window, Run All
+        and wait until every cell has run, healthy (no error output, no unexpected browser error)."""
+        write_notebook(path, *cells)
+        self.page.set_viewport_size({"width": width, "height": 1000})
+        self.open(path.name).run_all()
+        self.wait_all_executed(timeout=timeout)
+
     def wait_all_executed(self, timeout: float = 120_000) -> None:
         """Wait until every code cell has an execution count (none queued or running, "[*]")."""
         self.page.wait_for_function(
@@ -339,9 +356,8 @@ _HREF_JS = """(sel) => {
 }"""
 
 
-# Everything `NotebookPage.measure` reports, in one pass over the page.
-_MEASURE_JS = r"""([root, controlTexts]) => {
-    const roots = [...document.querySelectorAll(root)];
+# Functions the page-measuring scripts share: is an element shown, and its box in the window.
+PAGE_HELPERS_JS = r"""
     const visible = (el) => {
         const r = el.getBoundingClientRect();
         if (r.width < 1 || r.height < 1) return false;
@@ -353,6 +369,12 @@ _MEASURE_JS = r"""([root, controlTexts]) => {
     };
     const box = (el) => { const r = el.getBoundingClientRect();
                           return {x: r.left, y: r.top, w: r.width, h: r.height}; };
+"""
+
+# Everything `NotebookPage.measure` reports, in one pass over the page.
+_MEASURE_JS = r"""([root, controlTexts]) => {
+    const roots = [...document.querySelectorAll(root)];
+/*PAGE_HELPERS*/
     const name = (el) => (el.textContent || '').trim().slice(0, 60);
     const clipped = [], overlaps = [], broken = [], pictures = [];
     for (const scope of roots) {
@@ -407,3 +429,4 @@ _MEASURE_JS = r"""([root, controlTexts]) => {
     return {clipped, overlaps, broken, pictures, tab: tab ? box(tab) : null,
             root: first ? box(first) : null, message: message ? message.textContent.trim() : ''};
 }"""
+_MEASURE_JS = _MEASURE_JS.replace("/*PAGE_HELPERS*/", PAGE_HELPERS_JS)

@@ -33,7 +33,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.browser.harness import WIDTHS, NotebookPage
+from tests.browser.harness import PAGE_HELPERS_JS, WIDTHS, NotebookPage
 from tests.test_notebooks import LESSON_VIEWS
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -70,17 +70,7 @@ LESSON_CONTROL_TEXTS = ".widget-label, .widget-readout, button, .lm-TabBar-tab, 
 # from the invisible hover marker bqplot draws at the centre of each tile) and its images.
 _LAYOUT_JS = r"""([panelSelector, SLACK]) => {
     const panel = document.querySelector(panelSelector);
-    const visible = (el) => {
-        const r = el.getBoundingClientRect();
-        if (r.width < 1 || r.height < 1) return false;
-        for (let e = el; e && e !== document.body; e = e.parentElement) {
-            const s = getComputedStyle(e);
-            if (s.display === 'none' || s.visibility === 'hidden') return false;
-        }
-        return true;
-    };
-    const box = (el) => { const r = el.getBoundingClientRect();
-                          return {x: r.left, y: r.top, w: r.width, h: r.height}; };
+/*PAGE_HELPERS*/
     const outputs = [];
     [...panel.querySelectorAll('.jp-Cell')].forEach((cell, index) => {
         for (const output of cell.querySelectorAll('.jp-OutputArea-output')) {
@@ -113,7 +103,7 @@ _LAYOUT_JS = r"""([panelSelector, SLACK]) => {
         }
     });
     return outputs;
-}"""
+}""".replace("/*PAGE_HELPERS*/", PAGE_HELPERS_JS)
 
 
 def _fills_a_grid(n: int) -> bool:

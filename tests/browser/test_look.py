@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.harness import DOCS, WIDTHS, write_notebook
+from tests.browser.harness import DOCS, WIDTHS
 
 NOTEBOOK = "look_check.ipynb"
 CELLS = (
@@ -61,14 +61,6 @@ def _measure(page) -> dict:
     return page.measure(".cnnviz-explorer")
 
 
-def _set_theme(page, theme: str) -> None:
-    page.page.locator(".lm-MenuBar-itemLabel", has_text="Settings").first.click()
-    page.page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
-    page.page.locator(".lm-Menu-itemLabel", has_text=theme).first.click()
-    page.page.wait_for_function("(t) => document.body.dataset.jpThemeName === t", arg=theme, timeout=20_000)
-    page.page.wait_for_timeout(500)
-
-
 def _shot(page, folder: Path, name: str) -> None:
     """The whole Explorer: the window is made tall enough for it, so the notebook's scrolling cuts nothing."""
     explorer = page.widget(".cnnviz-explorer")
@@ -87,10 +79,7 @@ def _shot(page, folder: Path, name: str) -> None:
 
 def test_every_tab_at_three_widths(lab_page, served_dir, tmp_path):
     page = lab_page
-    write_notebook(served_dir / NOTEBOOK, *CELLS)
-    page.page.set_viewport_size({"width": WIDTHS[0], "height": 1000})
-    page.open(NOTEBOOK).run_all()
-    page.wait_all_executed(timeout=120_000)
+    page.run_new_notebook(served_dir / NOTEBOOK, CELLS, WIDTHS[0], timeout=120_000)
     _wait_settled(page)
     page.assert_healthy()
     tabs = _tabs(page)
@@ -128,13 +117,13 @@ def test_every_tab_at_three_widths(lab_page, served_dir, tmp_path):
     for title in tabs:
         _open_tab(page, title)
         _shot(page, gallery, f"{_slug(title)}-light.png")
-    _set_theme(page, "JupyterLab Dark")
+    page.set_theme("JupyterLab Dark")
     try:
         for title in tabs:
             _open_tab(page, title)
             _shot(page, gallery, f"{_slug(title)}-dark.png")
     finally:
-        _set_theme(page, "JupyterLab Light")
+        page.set_theme("JupyterLab Light")
     page.assert_healthy()
     assert not problems, "\n".join(problems)
 

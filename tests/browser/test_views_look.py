@@ -20,8 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.harness import write_notebook
-
 NOTEBOOK = "views_look.ipynb"
 # 256-pixel input: block1's maps are 256 wide, the size where a click on the map alone is guesswork
 CELLS = (
@@ -88,10 +86,7 @@ def test_stats_gradcam_one_value_and_compare_in_the_browser(lab_page, served_dir
     page = lab_page
     folder = _shots() or tmp_path
     folder.mkdir(parents=True, exist_ok=True)
-    write_notebook(served_dir / NOTEBOOK, *CELLS)
-    page.page.set_viewport_size({"width": WIDTHS[0], "height": 1000})
-    page.open(NOTEBOOK).run_all()
-    page.wait_all_executed(timeout=180_000)
+    page.run_new_notebook(served_dir / NOTEBOOK, CELLS, WIDTHS[0], timeout=180_000)
     _settle(page)
     page.assert_healthy()
 
@@ -200,23 +195,15 @@ def test_stats_gradcam_one_value_and_compare_in_the_browser(lab_page, served_dir
         page.open_tab(title)
         _settle(page)
         _shot(page, folder, f"{name}-1920.png")
-    _set_theme(page, "JupyterLab Dark")
+    page.set_theme("JupyterLab Dark")
     try:
         for title, name in tabs:
             page.open_tab(title)
             _settle(page)
             _shot(page, folder, f"{name}-1920-dark.png")
     finally:
-        _set_theme(page, "JupyterLab Light")
+        page.set_theme("JupyterLab Light")
     page.assert_healthy()
-
-
-def _set_theme(page, theme: str) -> None:
-    page.page.locator(".lm-MenuBar-itemLabel", has_text="Settings").first.click()
-    page.page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
-    page.page.locator(".lm-Menu-itemLabel", has_text=theme).first.click()
-    page.page.wait_for_function("(t) => document.body.dataset.jpThemeName === t", arg=theme, timeout=20_000)
-    page.page.wait_for_timeout(500)
 
 
 @pytest.fixture(autouse=True)
