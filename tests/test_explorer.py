@@ -233,3 +233,21 @@ def test_vgg16_scrubbing_runs_no_forward_pass(vgg16_bsds):
     assert explorer.weight_grid.figure not in explorer.weight_grid.children  # ends on block5_pool: no weights
     assert "block5_pool (MaxPooling2D) has no weights" in explorer.weight_grid.message.value
     explorer.close()
+
+
+def test_views_made_inside_starting_hidden_stay_hidden_and_compute_nothing(softmax_model, rng):
+    from cnnviz_widgets.widgets._common import starting_hidden
+
+    state = ModelState(softmax_model, image=rng.integers(0, 256, (12, 12, 3), dtype=np.uint8))
+    makers = (lambda: FilterEffect(state), lambda: Predictions(state),
+              lambda: ClassActivationMap(state), lambda: CompareImages(state, state.image),
+              lambda: WhatItLooksFor(state))
+    with starting_hidden():
+        hidden = [make() for make in makers]
+    # still hidden when first looked at outside the block, and nothing ran for them
+    assert [view.active for view in hidden] == [False] * len(makers)
+    assert state.forward_passes == 0 and state.explainer.gradient_passes == 0
+    shown = [make() for make in makers[:2]]  # outside it: active and drawn, as before
+    assert all(view.active for view in shown) and shown[0].breakdown is not None and state.forward_passes == 1
+    for view in hidden + shown:
+        view.close()

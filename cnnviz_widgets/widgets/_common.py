@@ -178,6 +178,10 @@ class View(ipywidgets.VBox):
             elif callable(value) and not isinstance(value, (staticmethod, classmethod, type)):
                 setattr(cls, name, _guarded(value))
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.active  # noqa: B018  the default is read now: a view made inside starting_hidden() stays hidden after it
+
     @traitlets.default("active")
     def _default_active(self) -> bool:
         return not _STARTING_HIDDEN.get()

@@ -20,9 +20,10 @@ class StateView(View):
     state is busy during a redraw."""
 
     def __init__(self, state_or_model: Any, children: list[ipywidgets.Widget], css_class: str,
-                 observed: list[str], active: bool = True):
+                 observed: list[str], active: bool | None = None):
         self.state = as_state(state_or_model)
-        self.set_trait("active", bool(active))  # before anything is drawn: a hidden view computes nothing
+        # before anything is drawn: a hidden view computes nothing (None: View's default, see starting_hidden)
+        self.set_trait("active", self.active if active is None else bool(active))
         self.redraws = 0
         self._drawn_key: tuple | None = None
         self.frame: BusyFrame | None = getattr(self, "frame", None)  # set by a view with pictures, before this

@@ -39,14 +39,15 @@ class CompareImages(StateView):
     other_image
         The image on the right: anything `load_image` takes, or a sample name.
     active
-        False builds the view without running the second image (a background tab) until `active` is True.
+        False builds the view without running the second image (a background tab) until `active` is True. None:
+        active, unless made inside `starting_hidden()`.
 
     Each image has its own forward pass (both share the state's activation cache, which holds two images'
     worth); both maps are scaled on one range (see `value_range`), so equal colours mean equal activations.
     """
 
     def __init__(self, state_or_model: Any, other_image: Any = "cat", *, css_class: str = "cnnviz-compare-images",
-                 width_px: int = 280, active: bool = True):
+                 width_px: int = 280, active: bool | None = None):
         self._closed = True
         state = as_state(state_or_model)
         first = state.prepare_image(other_image)  # bad input fails here, before anything observes the state

@@ -45,14 +45,15 @@ class Predictions(StateView):
     top
         How many classes to list.
     active
-        False builds the view without drawing (a background tab); it draws when `active` is set True.
+        False builds the view without drawing (a background tab); it draws when `active` is set True. None:
+        active, unless made inside `starting_hidden()`.
 
     A model without a classifier (VGG16 with the offline bsds500 weights) gets a sentence saying so. The row of
     the class that `ClassActivationMap` explains (`state.explained_class`, else the top one) is highlighted.
     """
 
     def __init__(self, state_or_model: Any, *, top: int = 5, css_class: str = "cnnviz-predictions",
-                 active: bool = True):
+                 active: bool | None = None):
         self._closed = True
         if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 20:
             raise CnnvizError(f"top must be an int in 1..20; got {top!r}")
@@ -147,7 +148,8 @@ class ClassActivationMap(StateView):
     opacity
         Weight of the heat map over the picture, 0..1.
     active
-        False builds the view without computing anything (a background tab) until `active` is set True.
+        False builds the view without computing anything (a background tab) until `active` is set True. None:
+        active, unless made inside `starting_hidden()`.
 
     With a classifier the class is `state.explained_class` (None: the top prediction; `Predictions` sets it
     on a click). Without one (VGG16 with the bsds500 weights) the score is the mean activation of the current
@@ -160,7 +162,7 @@ class ClassActivationMap(StateView):
     """
 
     def __init__(self, state_or_model: Any, *, method: str = "grad-cam", opacity: float = 0.5,
-                 css_class: str = "cnnviz-class-activation-map", width_px: int = 420, active: bool = True):
+                 css_class: str = "cnnviz-class-activation-map", width_px: int = 420, active: bool | None = None):
         self._closed = True
         if method not in METHODS:
             raise CnnvizError(f"unknown method {method!r}; expected one of {METHODS}")

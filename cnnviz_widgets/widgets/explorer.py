@@ -94,12 +94,8 @@ class Explorer(ipywidgets.VBox):
             "Activations": lambda: ActivationGrid(state), "Weights": lambda: WeightGrid(state),
             "Filter effect": lambda: FilterEffect(state), "One value": lambda: ConvolutionAtPixel(state),
             "Channel stats": lambda: ChannelStats(state), "Layers": lambda: LayerSummary(state),
-            # these four take `active` themselves
-            "Predictions": lambda: Predictions(state, active=self._making_shown),
-            "Why (Grad-CAM)": lambda: ClassActivationMap(state, active=self._making_shown),
-            "Compare images": lambda: _compare_images(state, active=self._making_shown),
-            "What it looks for": lambda: WhatItLooksFor(state, active=self._making_shown)}
-        self._making_shown = True
+            "Predictions": lambda: Predictions(state), "Why (Grad-CAM)": lambda: ClassActivationMap(state),
+            "Compare images": lambda: _compare_images(state), "What it looks for": lambda: WhatItLooksFor(state)}
         self._built_views: dict[int, ipywidgets.Widget] = {}
         # A tab holds its view only while it is open: a bqplot figure laid out in a hidden tab measures 0 px
         # (and the browser logs negative sizes for its shapes).
@@ -230,8 +226,8 @@ class Explorer(ipywidgets.VBox):
         view = self._built_views.get(index)
         if view is None:
             make = list(self._view_makers.values())[index]
-            self._making_shown = index == (self.tabs.selected_index or 0)
-            with contextlib.nullcontext() if self._making_shown else starting_hidden():
+            shown = index == (self.tabs.selected_index or 0)
+            with contextlib.nullcontext() if shown else starting_hidden():
                 view = make()
             self._built_views[index] = view
         return view
@@ -347,11 +343,11 @@ class Explorer(ipywidgets.VBox):
         close_all(self)
 
 
-def _compare_images(state: ModelState, active: bool) -> CompareImages:
+def _compare_images(state: ModelState) -> CompareImages:
     try:
-        return CompareImages(state, "cat", active=active)
+        return CompareImages(state, "cat")
     except CnnvizError:  # e.g. the cat is too small for this model at this max_side: start on the same image
-        return CompareImages(state, state.image, active=active)
+        return CompareImages(state, state.image)
 
 
 # The loader's message names the bytes it got ("19 bytes (starts with b'hello, t')"), which helps in code; in

@@ -61,7 +61,7 @@ class WhatItLooksFor(View):
 
     def __init__(self, state_or_model: Any, top: TopExamples | None = None, *, k: int = 9,
                  maximize_steps: int = 128, maximize_size: int = 96, css_class: str = "cnnviz-looksfor",
-                 active: bool = True):
+                 active: bool | None = None):
         self._closed = True
         self.state = as_state(state_or_model)
         self.k = int(k)
@@ -121,7 +121,9 @@ class WhatItLooksFor(View):
         body = ipywidgets.HBox([left, side], layout=ipywidgets.Layout(width="100%"))
         body.add_class(f"{css_class}-body")
         # the progress bar has its own row: an optimisation after a scan runs while the scan row is hidden
-        super().__init__([self._style, self.title, self.scan_box, self.progress, body], active=active)
+        # active None: View's default (hidden when made inside starting_hidden())
+        super().__init__([self._style, self.title, self.scan_box, self.progress, body],
+                         **({} if active is None else {"active": active}))
         self.add_class(css_class)
         self.state.observe(self._on_state_change, ["layer", "filter"])
         self._closed = False
