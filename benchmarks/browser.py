@@ -5,6 +5,7 @@ token, driven by headless Debian Chromium through Playwright. An Explorer on VGG
 the Weights tab of block3_conv1; the input-channel slider is moved with the arrow key, as a keyboard user
 drags it. Timed in the page: from the key press until the weight grid's title names the new channel AND its
 `<image>` has a new `href` (both are sent in one synced update, but the browser decodes the image later).
+This module is the benchmark group "browser": `bench_browser` gives its rows.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness import Row, stats
+
 HERE = Path(__file__).resolve().parent
-HARNESS_DIR = HERE.parent / "tests" / "browser"
+REPO = HERE.parent
+HARNESS_DIR = REPO / "tests" / "browser"
 
 NOTEBOOK_CELLS = (
     """\
@@ -51,10 +55,11 @@ def unavailable() -> str | None:
     """Why the browser figure cannot run here, or None when it can."""
     if not (HARNESS_DIR / "harness.py").is_file():
         return f"no browser harness at {HARNESS_DIR}"
-    sys.path.insert(0, str(HARNESS_DIR))
+    sys.path.insert(0, str(REPO))
     try:
         import playwright.sync_api  # noqa: F401
-        from harness import CHROMIUM
+
+        from tests.browser.harness import CHROMIUM
     except ImportError as err:
         return f"cannot import the harness or playwright: {err}"
     if not CHROMIUM.exists():
@@ -68,9 +73,10 @@ def measure(steps: int = 8, burst: int = 10) -> dict[str, Any]:
     Returns dict(step_seconds, burst_last_key_to_picture, burst_first_key_to_picture, startup_seconds,
     run_all_to_first_picture: Run All on a fresh kernel until the first picture is on screen).
     """
-    sys.path.insert(0, str(HARNESS_DIR))
-    from harness import CHROMIUM, CHROMIUM_ARGS, JupyterServer, NotebookPage, write_notebook
+    sys.path.insert(0, str(REPO))
     from playwright.sync_api import sync_playwright
+
+    from tests.browser.harness import CHROMIUM, CHROMIUM_ARGS, JupyterServer, NotebookPage, write_notebook
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cnnviz-bench-browser-") as tmp:
@@ -133,3 +139,27 @@ def measure(steps: int = 8, burst: int = 10) -> dict[str, Any]:
     return dict(step_seconds=step_seconds, burst_keys=burst, burst_last_key_to_picture=shown - last,
                 burst_first_key_to_picture=shown - first, startup_seconds=startup,
                 run_all_to_first_picture=first_picture)
+
+
+def bench_browser(quick: bool = False) -> list[Row]:
+    """Key press on the channel slider → new weight grid on screen, in JupyterLab (see `measure`).
+
+    Skipped (one row saying why) where no Chromium or Playwright is installed.
+    """
+    why = unavailable()
+    if why:
+        return [Row("browser drag", "skipped", float("nan"), "ms", note=why)]
+    result = measure(steps=3 if quick else 8, burst=5 if quick else 10)
+    step = stats(result["step_seconds"])
+    return [
+        Row("browser drag", "key → picture, WeightGrid channel", step["median"] * 1e3, "ms",
+            note=f"p95 {step['p95'] * 1e3:.0f} ms over {step['n']} presses, each awaited; JupyterLab + Chromium",
+            extra=dict(result, step=step)),
+        Row("first paint", "Run All → first picture, fresh kernel", result["run_all_to_first_picture"], "s",
+            note="JupyterLab + Chromium: TensorFlow import, VGG16 (offline), one forward pass, the Explorer",
+            extra=dict(result)),
+        Row("browser drag", f"{result['burst_keys']} keys at once → last picture",
+            result["burst_last_key_to_picture"] * 1e3, "ms",
+            note=f"{result['burst_first_key_to_picture'] * 1e3:.0f} ms from the first key",
+            extra=dict(result)),
+    ]

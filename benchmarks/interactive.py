@@ -2,7 +2,7 @@
 
 Run ``python benchmarks/run.py --only interactive`` (part of ``make bench``) or ``python benchmarks/interactive.py``.
 Kernel side only: a step is one assignment to the state (or one view built) and everything the open view
-draws for it, up to the picture's bytes in its bqplot mark, as ``run.drive`` times it. "Before" is the old
+draws for it, up to the picture's bytes in its bqplot mark, as ``harness.drive`` times it. "Before" is the old
 code path, still in the library as an option, measured in the same process on the same inputs:
 
 - FilterEffect filter step: ``break_down_filter(method="exhaustive")`` (every channel's partial sum) against
@@ -16,7 +16,7 @@ code path, still in the library as an option, measured in the same process on th
 - First paint: a fresh interpreter timing each stage from ``import cnnviz_widgets`` to the Explorer's first
   picture (the front end not counted).
 
-Returns rows as dicts of ``run.Row``'s fields (this module does not import run.py).
+Returns rows as dicts of ``harness.Row``'s fields.
 """
 
 from __future__ import annotations
@@ -26,20 +26,10 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-
-
-def _stats(samples: Sequence[float]) -> dict[str, float]:
-    arr = np.asarray(samples, dtype=float)
-    return dict(median=float(np.median(arr)), p95=float(np.percentile(arr, 95)), min=float(arr.min()),
-                n=int(arr.size))
+from harness import REPO, astronaut, load_vgg16, stats, time_in_turns
 
 
 def _fmt(value: float) -> str:
@@ -52,35 +42,6 @@ def _row(figure: str, case: str, value: float, unit: str, limit: float | None = 
         target, met = f"≤ {_fmt(limit)}", bool(value <= limit)
     return dict(figure=figure, case=case, value=float(value), unit=unit, target=target or "", met=met, note=note,
                 extra=extra or {})
-
-
-def _in_turns(fns: dict[str, Callable[[int], Any]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Seconds per call of each function, called in turns; each call gets its own step number."""
-    step = 0
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn(step)
-            step += 1
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn(step)
-            samples[name].append(time.perf_counter() - start)
-            step += 1
-    return samples
-
-
-def _astronaut() -> np.ndarray:
-    from cnnviz_widgets import images
-
-    return images.sample_image("astronaut")
-
-
-def _vgg16() -> Any:
-    import cnnviz_widgets as cw
-
-    return cw.load_model("vgg16", weights="bsds500")
 
 
 def _layers(state: Any, *wanted: str) -> list[str]:
@@ -101,7 +62,7 @@ def bench_filter_effect(model: Any, side: int, repeats: int, median_ms: float,
     from cnnviz_widgets import state as state_module
     from cnnviz_widgets.widgets.effect import FilterEffect
 
-    state = ModelState(model, image=_astronaut(), max_side=side)
+    state = ModelState(model, image=astronaut(), max_side=side)
     (layer,) = _layers(state, "block1_conv2")
     state.layer = layer
     state.activation(state.previous_layer()), state.activation()
@@ -118,17 +79,17 @@ def bench_filter_effect(model: Any, side: int, repeats: int, median_ms: float,
             state_module.break_down_filter = bounded
 
     try:
-        samples = _in_turns({"before": functools.partial(step, before=True),
+        samples = time_in_turns({"before": functools.partial(step, before=True),
                              "after": functools.partial(step, before=False)}, repeats, warmup=2)
     finally:
         view.close()
-    before, after = _stats(samples["before"]), _stats(samples["after"])
+    before, after = stats(samples["before"]), stats(samples["after"])
     # the arithmetic alone (the rest of a step is drawing four figures), in turns on the same filters
     previous, (kernel, bias) = state.activation(state.previous_layer()), state.weights()
-    compute = _in_turns({"before": lambda i: exhaustive(previous, kernel, bias, i % n_filters),
+    compute = time_in_turns({"before": lambda i: exhaustive(previous, kernel, bias, i % n_filters),
                          "after": lambda i: effects.break_down_filter(previous, kernel, bias, i % n_filters)},
                         repeats, warmup=1)
-    compute_before, compute_after = _stats(compute["before"]), _stats(compute["after"])
+    compute_before, compute_after = stats(compute["before"]), stats(compute["after"])
     case = "{1}×{0}".format(*state.model_input.array.shape[:2])
     met = after["median"] * 1e3 <= median_ms and (p95_ms is None or after["p95"] * 1e3 <= p95_ms)
     target = f"median ≤ {_fmt(median_ms)}" + (f", p95 ≤ {_fmt(p95_ms)}" if p95_ms is not None else "")
@@ -149,7 +110,7 @@ def bench_gradients(model: Any, side: int, repeats: int) -> list[dict[str, Any]]
     from cnnviz_widgets import ModelState
     from cnnviz_widgets.widgets.explain import ClassActivationMap
 
-    state = ModelState(model, image=_astronaut(), max_side=side)
+    state = ModelState(model, image=astronaut(), max_side=side)
     (layer,) = _layers(state, "block4_conv1")
     state.layer = layer
     view = ClassActivationMap(state, method="grad-cam")
@@ -167,9 +128,9 @@ def bench_gradients(model: Any, side: int, repeats: int) -> list[dict[str, Any]]
                 explainer.reuse = True
 
         passes = explainer.gradient_passes
-        samples = _in_turns({"before": functools.partial(step, reuse=False),
+        samples = time_in_turns({"before": functools.partial(step, reuse=False),
                              "after": functools.partial(step, reuse=True)}, repeats, warmup=1)
-        before, after = _stats(samples["before"]), _stats(samples["after"])
+        before, after = stats(samples["before"]), stats(samples["after"])
         explained_on = view.explanation.layer if view.explanation is not None else "?"
         case = "{1}×{0}".format(*state.model_input.array.shape[:2])
         what = (f"Grad-CAM of a new filter, {layer} on {explained_on}" if method == "grad-cam"
@@ -191,7 +152,7 @@ def bench_revisits(model: Any, side: int, repeats: int, cache_budget_mb: float |
     from cnnviz_widgets import ModelState
     from cnnviz_widgets.widgets.explorer import Explorer
 
-    base = _astronaut()
+    base = astronaut()
     pictures = [np.roll(base, 97 * i, axis=1) for i in range(3)]
     result: dict[str, Any] = {}
     for policy in ("images", "layers"):
@@ -206,7 +167,7 @@ def bench_revisits(model: Any, side: int, repeats: int, cache_budget_mb: float |
             start = time.perf_counter()
             state.set_image(pictures[i % 3])
             samples.append(time.perf_counter() - start)
-        result[policy] = dict(stats=_stats(samples), samples=samples,
+        result[policy] = dict(stats=stats(samples), samples=samples,
                               passes_per_step=(state.forward_passes - passes) / repeats,
                               cached_mb=state.extractor.cached_bytes / 2**20,
                               budget_mb=state.extractor.budget_bytes / 2**20)
@@ -230,7 +191,7 @@ def bench_compare(model: Any, side: int) -> list[dict[str, Any]]:
     from cnnviz_widgets.widgets.explain import CompareImages
     from cnnviz_widgets.widgets.grids import ActivationGrid
 
-    state = ModelState(model, image=_astronaut(), max_side=side)
+    state = ModelState(model, image=astronaut(), max_side=side)
     grid = ActivationGrid(state)
     coffee = images.sample_image("coffee")  # 400×600: another aspect, so another input size than the astronaut
     shifted = [np.roll(coffee, 50 * (i + 1), axis=1) for i in range(3)]
@@ -309,7 +270,7 @@ def bench_first_paint(spec: str = "vgg16", side: int = 512) -> list[dict[str, An
 def bench_interactive(model: Any = None, quick: bool = False) -> list[dict[str, Any]]:
     """Every row of issue 13's table that the kernel side can measure (see the module docstring)."""
     vgg = model is None
-    model = _vgg16() if vgg else model
+    model = load_vgg16() if vgg else model
     n = 2 if quick else None
     rows = [bench_filter_effect(model, 224, n or 30, 10.0, 25.0),
             bench_filter_effect(model, 512, n or 15, 25.0, None)]

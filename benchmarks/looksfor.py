@@ -21,6 +21,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+from harness import Row, format_table
 
 SCAN_TARGET = 0.8
 
@@ -155,7 +156,7 @@ def bench_maximize(state: Any, layer: str, filters: list[int], steps: int, size:
 
 
 def bench_looksfor(model: Any = None, quick: bool = False) -> list[dict]:
-    """The group's rows (dicts of `run.Row`'s fields). `model`: VGG16 with the bsds500 weights by default."""
+    """The group's rows (dicts of `harness.Row`'s fields). `model`: VGG16 with the bsds500 weights by default."""
     import cnnviz_widgets as cw
 
     model = model if model is not None else cw.load_model("vgg16", weights="bsds500")
@@ -168,8 +169,5 @@ def bench_looksfor(model: Any = None, quick: bool = False) -> list[dict]:
 
 if __name__ == "__main__":
     import sys
-
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-    from run import Row, format_table
 
     print(format_table([Row(**r) for r in bench_looksfor(quick="--quick" in sys.argv)]))

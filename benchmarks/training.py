@@ -117,7 +117,7 @@ def measure_overhead(build: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, b
 
 
 def bench_training(quick: bool = False) -> list[dict[str, Any]]:
-    """Rows (as dicts for benchmarks/run.py's `Row`): the monitor's overhead on the notebook model and a tiny one."""
+    """Rows (dicts of `harness.Row`'s fields): the monitor's overhead on the notebook model and a tiny one."""
     rows = []
     x, y = digits_data()
     cases = [

@@ -155,7 +155,13 @@ def fake_imagenet_home(tmp_path_factory, k) -> Path:
 
 
 def load_benchmark(path: Path, name: str) -> ModuleType:
-    """A benchmarks/ script imported as a module (registered by name: dataclasses look their module up)."""
+    """A benchmarks/ script imported as a module (registered by name: dataclasses look their module up).
+
+    Its folder goes on sys.path, as when it runs as a script, so that it finds the modules beside it by name
+    (``from harness import Row``, the groups that run.py picks).
+    """
+    if str(path.parent) not in sys.path:
+        sys.path.append(str(path.parent))
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

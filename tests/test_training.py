@@ -6,6 +6,7 @@ against copies taken independently by a plain Keras callback at the same steps.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -263,12 +264,18 @@ def test_monitor_is_a_callback_and_scrubbing_shows_the_kernels_saved_at_each_ste
     assert monitor.first_grid.state.step == 0
     assert monitor.first_grid.figure.tooltips[2].startswith(
         f"filter 2: min {_fmt(first[..., 2].min())}, max {_fmt(first[..., 2].max())}")
-    monitor.step_slider.value = 3  # the slider drives the state
+    monitor.step_slider.value = 4  # the slider drives the state: between two kept steps, the nearer
+    assert monitor.step_slider.value == 3
     assert monitor.step == 3 and np.array_equal(monitor.state.weights("conv_a")[0], recorder.kernels[3]["conv_a"])
-    monitor.step_slider.value = monitor.step_slider.options[-1][1]  # "live"
+    monitor.step_slider.value = monitor.step_slider.max  # its right end: now
     assert monitor.step is None and monitor.state.step is None
     with pytest.raises(CnnvizError, match="no snapshot at step 4; kept: 0, 3, 6, 8; the nearest is 3"):
         monitor.step = 4
+
+
+def _text(widget) -> str:
+    """What an HTML widget reads as, without its tags."""
+    return re.sub(r"<[^>]+>", "", widget.value)
 
 
 def _fmt(value):
@@ -290,11 +297,16 @@ def test_monitor_logs_metrics_and_validation_per_step(k, monitor_parts):
     # Keras' own epoch logs: the last batch's running mean is the epoch's value, validation as logged.
     np.testing.assert_allclose([history["loss"][i] for i in (3, 7, 11)], result.history["loss"], rtol=1e-5)
     np.testing.assert_allclose(history["val_top2"], result.history["val_top2"], rtol=1e-5)
-    lines = monitor.metric_curves.lines
-    assert set(monitor.loss_curves.lines) == {"loss", "val_loss"} and set(lines) >= {"accuracy", "val_top2"}
-    np.testing.assert_allclose(lines["val_accuracy"].y, result.history["val_accuracy"], rtol=1e-5)
-    assert list(lines["val_accuracy"].x) == [4, 8, 12]
-    assert "epoch 3/3" in monitor.header.value and "finished" in monitor.header.value
+    assert set(monitor.loss_curves.lines) == {"loss"} and set(monitor.loss_curves.points) == {"val_loss"}
+    assert [value for _, value in monitor.metric_picker.options] == ["accuracy", "top2"]
+    points = monitor.metric_curves.points
+    assert set(monitor.metric_curves.lines) == {"accuracy"} and set(points) == {"val_accuracy"}
+    np.testing.assert_allclose(points["val_accuracy"].y, result.history["val_accuracy"], rtol=1e-5)
+    assert list(points["val_accuracy"].x) == [4, 8, 12]
+    assert [list(x) for x in monitor.loss_curves.epoch_rules.x] == [[4, 4], [8, 8], [12, 12]]
+    monitor.metric_picker.value = "top2"  # the other metric, validation points included
+    np.testing.assert_allclose(monitor.metric_curves.points["val_top2"].y, result.history["val_top2"], rtol=1e-5)
+    assert "epoch 3 of 3" in monitor.header.value and "Finished" in monitor.header.value
     monitor.step = 4
     assert monitor.loss_curves.rule.visible and list(monitor.loss_curves.rule.x) == [4.0, 4.0]
 
@@ -315,7 +327,11 @@ def test_monitor_keeps_within_its_memory_budget_the_first_last_and_evenly_spaced
     for step in steps:
         monitor.step = step
         assert np.array_equal(monitor.state.weights("conv_b")[0], recorder.kernels[step]["conv_b"])
-    assert [value for _, value in monitor.step_slider.options][:-1] == steps
+    spacing = monitor.state.snapshots.spacing
+    monitor.step = None
+    assert monitor.step_slider.step == spacing and monitor.step_slider.value == monitor.step_slider.max > 12  # now
+    monitor.step_slider.value = 8  # a kept step picked with the slider
+    assert monitor.step == 8
 
 
 def test_stop_ends_training_cleanly_and_the_model_stays_usable(k, monitor_parts):
@@ -330,11 +346,13 @@ def test_stop_ends_training_cleanly_and_the_model_stays_usable(k, monitor_parts)
     x, y = _data()
     result = model.fit(x, y, epochs=5, batch_size=16, verbose=0, callbacks=[monitor, StopAfterThree()])
     assert monitor.seen == 3 and len(result.history["loss"]) == 1  # stopped inside the first epoch
-    assert monitor.steps == [0, 2, 3] and not monitor.running and "stopped" in monitor.header.value
+    assert monitor.steps == [0, 2, 3] and not monitor.running and "Stopped" in monitor.header.value
     assert np.array_equal(monitor.state.weights_at(3, "conv_a")[0], model.get_layer("conv_a").kernel.numpy())
     assert model.predict(x[:4], verbose=0).shape == (4, 3)
     model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[monitor])  # trains again, steps go on
-    assert monitor.seen == 7 and monitor.steps[-1] == 7 and "finished" in monitor.header.value
+    assert monitor.seen == 7 and monitor.steps[-1] == 7 and "Finished" in monitor.header.value
+    monitor.stop()  # nothing to stop once training has ended: it stays "Finished"
+    assert "Finished" in monitor.header.value and monitor.stop_button.disabled and monitor.pause_button.disabled
 
 
 def test_pause_and_stop_a_fit_in_the_background(k, monitor_parts):
@@ -351,7 +369,9 @@ def test_pause_and_stop_a_fit_in_the_background(k, monitor_parts):
     time.sleep(0.3)  # the batch running when pause was pressed ends
     seen = monitor.seen
     time.sleep(0.5)
-    assert monitor.seen == seen and not job.done and monitor.running and "paused" in monitor.header.value
+    assert monitor.seen == seen and not job.done and monitor.running and "Paused" in monitor.header.value
+    assert f"Paused at step {seen}" in _text(monitor.header) and seen in monitor.steps  # the paused step is kept
+    assert monitor.pause_button.description == "resume" and f"now (step {seen})" in monitor.step_label.value
     monitor.pause_button.value = False  # the button resumes
     while monitor.seen < seen + 3 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -474,3 +494,38 @@ def test_overhead_benchmark_runs(k):
     assert np.isfinite(result["cpu_overhead"]) and all(len(v) == 1 for v in result["cpu_s"].values())
     assert 0 < result["hook_share"][0] < 1
     assert result["overhead"] == pytest.approx(result["watched_s"][0] / result["plain_s"][0] - 1)
+
+
+def test_the_views_tell_the_truth_sorted_bars_per_batch_curves_one_scale(k, monitor_parts):
+    model = _model(k)
+    monitor = monitor_parts(model, every=2)
+    recorder = _KernelRecorder(k, model, ["conv_a", "conv_b"], every=2)
+    x, y = _data(56)  # 4 batches of 16 a epoch, the last one of 8
+    model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[recorder.callback, monitor])
+    # The change bars are in the order the axis says, most changed first, at every redraw.
+    for layer in ("conv_a", "conv_b", "conv_a"):
+        monitor.state.layer = layer
+        order = monitor.filters_by_change()
+        assert monitor.change_bars.order == order and list(monitor.change_bars.x_scale.domain) == list(map(str, order))
+        np.testing.assert_allclose(monitor.change_bars.bars.y, np.sort(monitor.filter_change())[::-1])
+    monitor.step = monitor.steps[1]  # the change up to another step: ranked again
+    assert list(monitor.change_bars.x_scale.domain) == list(map(str, monitor.filters_by_change()))
+    # The drawn training line is each batch's own loss, not Keras' running mean over the epoch.
+    steps, values = monitor.batch_values("loss")
+    line = monitor.loss_curves.lines["loss"]
+    assert list(line.x) == list(steps) == list(range(1, 13))
+    np.testing.assert_allclose(line.y, values)
+    assert not np.allclose(line.y, monitor.history["loss"], rtol=1e-3)
+    # Step 0 and the step shown share one colour scale: the largest |w| over every kept step and now.
+    largest = max(np.abs(kernels["conv_a"]).max() for kernels in recorder.kernels.values())
+    for step in (None, monitor.steps[0], monitor.steps[2]):
+        monitor.step = step
+        first, now = (grid.weight_scale()[0] for grid in (monitor.first_grid, monitor.weight_grid))
+        assert first == now == pytest.approx(largest)
+    monitor.step = monitor.steps[0]  # the same step on both sides: the very same picture
+    assert np.array_equal(monitor.first_grid.figure.mosaic.image, monitor.weight_grid.figure.mosaic.image)
+    # The distribution over training: one column per kept step, each the share of the weights per bin.
+    share = np.asarray(monitor.distribution.heat.color)
+    assert share.shape[1] == len(monitor.steps) and np.allclose(share.sum(axis=0), 1.0)
+    dead_steps, fractions = monitor.state.dead_fractions("conv_a")
+    assert list(dead_steps) == monitor.steps and np.allclose(monitor.dead_filters.heat.color, fractions)  # all 8

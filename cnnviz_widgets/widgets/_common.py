@@ -7,7 +7,7 @@ import contextvars
 import functools
 import html
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import ipywidgets
@@ -137,6 +137,23 @@ class BusyFrame(ipywidgets.VBox):
 _PROBLEM_CHARS = 300  # a reason is one sentence: a longer message (a Keras dump) is cut
 
 
+WEIGHTS_TRAIT = "version"
+"""The state trait that changes whenever the weights a view reads change: a `TrainingState`'s `version` moves while
+the network trains and when another kept step is shown. A plain `ModelState` has none: its weights stay."""
+
+
+def weights_version(state: Any) -> int | None:
+    """Which weights `state` shows now (its `version`), or None for a state whose weights do not change."""
+    return getattr(state, WEIGHTS_TRAIT) if state.has_trait(WEIGHTS_TRAIT) else None
+
+
+def state_lock(state: Any) -> contextlib.AbstractContextManager:
+    """`state.lock` (a `TrainingState`'s: its training thread refreshes it), to hold while reading from the state;
+    nothing to hold for a state without one."""
+    lock = getattr(state, "lock", None)
+    return contextlib.nullcontext() if lock is None else lock
+
+
 _STARTING_HIDDEN: contextvars.ContextVar[bool] = contextvars.ContextVar("cnnviz_starting_hidden", default=False)
 
 
@@ -159,6 +176,11 @@ class View(ipywidgets.VBox):
     guarded. What fails is shown inside the view, in one sentence (`problem`), in place of its picture;
     the next update that draws takes it away. A library error (`CnnvizError`) is the reason itself; any
     other exception is a bug, logged with its traceback on the ``cnnviz_widgets`` logger.
+
+    A view on a state whose weights change (a `TrainingState`, which trains or shows another kept step) follows
+    them: the state traits it observes go through `_state_traits`, which adds `version`; the keys of whatever it
+    drew or cached from the weights hold `_weights_version`; and `redraw` and the handlers run holding the
+    state's lock (`_computing`), since the training thread refreshes the state.
     """
 
     active = traitlets.Bool(True, help="False while the view is hidden (e.g. a background tab): state changes "
@@ -188,6 +210,25 @@ class View(ipywidgets.VBox):
 
     def redraw(self) -> None:
         raise NotImplementedError
+
+    # -- following the weights -------------------------------------------------------------------------
+
+    def _state_traits(self, names: Iterable[str]) -> list[str]:
+        """The state traits to observe for a picture drawn from `names`: those, and `version` where the state has
+        one, so a picture drawn from the weights (or the activations they make) is drawn again when they change."""
+        names = list(dict.fromkeys(names))
+        if self.state.has_trait(WEIGHTS_TRAIT) and WEIGHTS_TRAIT not in names:
+            names.append(WEIGHTS_TRAIT)
+        return names
+
+    @property
+    def _weights_version(self) -> int | None:
+        """Part of the key of anything drawn or cached from the weights: the state's `version` (None: they stay)."""
+        return weights_version(self.state)
+
+    def _computing(self) -> contextlib.AbstractContextManager:
+        """Held while the view reads from its state: the state's lock, where it has one (see `state_lock`)."""
+        return state_lock(self.__dict__.get("state"))
 
     @traitlets.observe("active")
     def _on_active_change(self, change: traitlets.Bunch) -> None:
@@ -257,28 +298,35 @@ def _guarded(method: Callable) -> Callable:
             return method(self, *args, **kwargs)  # inside another guarded call, or not built: it decides
         self.__dict__["_cnnviz_in_guard"] = True
         try:
-            retry = bool(self.problem)
-            if retry:  # take the problem away first: the update below decides what the view shows
-                self._problem_solved()
-            result = method(self, *args, **kwargs)
-            if retry and method.__name__ != "redraw":
-                self.redraw()  # whatever the handler did, the picture must come back (or the problem again)
-            return result
-        except Exception as error:  # shown in the view: a control change must never raise
-            if not isinstance(error, CnnvizError):
-                _log.error("%s failed in %s", type(self).__name__, method.__name__, exc_info=error)
-            if "_drawn_key" in self.__dict__:
-                self._drawn_key = None  # the next update draws afresh rather than trusting a half-drawn picture
-            try:
-                self.show_problem(error)
-            except Exception:  # a view too broken to show its problem must not raise either
-                _log.exception("%s could not show its problem", type(self).__name__)
-            return None
+            with self._computing():  # the training thread must not refresh the state half way through
+                return _shown_in_view(self, method, args, kwargs)
         finally:
             self.__dict__["_cnnviz_in_guard"] = False
 
     guarded._cnnviz_guarded = True  # type: ignore[attr-defined]
     return guarded
+
+
+def _shown_in_view(view: View, method: Callable, args: tuple, kwargs: dict) -> Any:
+    """`method(view, *args, **kwargs)`, its error shown in the view (see `View.show_problem`) instead of raised."""
+    try:
+        retry = bool(view.problem)
+        if retry:  # take the problem away first: the update below decides what the view shows
+            view._problem_solved()
+        result = method(view, *args, **kwargs)
+        if retry and method.__name__ != "redraw":
+            view.redraw()  # whatever the handler did, the picture must come back (or the problem again)
+        return result
+    except Exception as error:  # shown in the view: a control change must never raise
+        if not isinstance(error, CnnvizError):
+            _log.error("%s failed in %s", type(view).__name__, method.__name__, exc_info=error)
+        if "_drawn_key" in view.__dict__:
+            view._drawn_key = None  # the next update draws afresh rather than trusting a half-drawn picture
+        try:
+            view.show_problem(error)
+        except Exception:  # a view too broken to show its problem must not raise either
+            _log.exception("%s could not show its problem", type(view).__name__)
+        return None
 
 
 def as_state(state_or_model: Any) -> ModelState:

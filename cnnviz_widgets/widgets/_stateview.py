@@ -17,7 +17,8 @@ class StateView(View):
     """A view drawn from a key: `_key()` names what it shows, `_draw()` draws it only when the key changed, and a
     `CnnvizError` from either is said in the message line (`_show_message`, `_hide`). A subclass that sets
     `frame` (a `BusyFrame` around its pictures) before calling this `__init__` gets the note over them while the
-    state is busy during a redraw."""
+    state is busy during a redraw. What these views show comes from the network, so on a state whose weights
+    change (a `TrainingState`) the key holds its `version` and a change of it redraws (see `View._state_traits`)."""
 
     def __init__(self, state_or_model: Any, children: list[ipywidgets.Widget], css_class: str,
                  observed: list[str], active: bool | None = None):
@@ -32,8 +33,8 @@ class StateView(View):
         self.message = message_line()
         super().__init__([*children[:1], self.message, *children[1:]])
         self.add_class(css_class)
-        self._observed = observed
-        self.state.observe(self._on_state_change, observed)
+        self._observed = self._state_traits(observed)
+        self.state.observe(self._on_state_change, self._observed)
         self._closed = False
 
     def _watch(self, control: ipywidgets.Widget, handler: Callable, name: str = "value") -> None:
@@ -76,7 +77,7 @@ class StateView(View):
 
     def _update(self) -> None:
         try:
-            key = self._key()
+            key = (*self._key(), self._weights_version)  # drawn from the network: its weights are part of it
         except CnnvizError as err:  # e.g. no classifier, or a layer without filters: say so, draw nothing
             key = ("message", str(err))
         if key == self._drawn_key:

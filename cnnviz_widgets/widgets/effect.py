@@ -50,7 +50,8 @@ class FilterEffect(View):
     css_class
         Added to the root box; the rows get "<css_class>-inputs", "-kernels", "-partials", "-result".
 
-    Follows the state's layer, filter, image, colour map and normalisation; a click on a tile of rows 1-3
+    Follows the state's layer, filter, image, colour map and normalisation (and the weights of a `TrainingState`,
+    its `version`); a click on a tile of rows 1-3
     makes that input channel `state.channel`. For input and pooling layers it shows why there is nothing to
     take apart.
     """
@@ -94,7 +95,7 @@ class FilterEffect(View):
                                   (self.channels, self._on_channels_typed)]
         for control, handler in self._control_handlers:
             control.observe(handler, "value")
-        self._redraw_traits = ["layer", "filter", "image", "colormap", "normalization"]
+        self._redraw_traits = self._state_traits(["layer", "filter", "image", "colormap", "normalization"])
         self.state.observe(self._on_state_change, self._redraw_traits)
         self.state.observe(self._on_channel_change, "channel")
         self._closed = False
@@ -107,7 +108,7 @@ class FilterEffect(View):
         picks = self.channels.value.strip() if self.mode.value == "pick" else ""
         # id of the prepared input: a new image gives a new ModelInput object
         return (s.layer, s.filter, id(s.model_input), s.colormap, s.normalization, self.mode.value,
-                self.top_k.value, picks)
+                self.top_k.value, picks, self._weights_version)
 
     def redraw(self) -> None:
         """Bring the picture up to date with the state and the controls; nothing happens if nothing changed."""

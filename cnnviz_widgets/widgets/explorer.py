@@ -2,6 +2,8 @@
 
 The controls are linked both ways to the state's traits, so moving a slider, clicking a tile or setting
 `explorer.state.layer = "block3_conv1"` from code all move every view. The views never talk to each other.
+On a `TrainingState` (a `TrainingMonitor`'s `state`) every view follows the weights as the network trains, or
+the kept step shown, and the status line says which.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from .. import images, render
 from ..errors import CnnvizError, CnnvizWarning
 from ..export import export_png, figures_of
 from ..state import ModelState
-from ._common import close_all, starting_hidden, stylesheet
+from ..training_state import TrainingState
+from ._common import WEIGHTS_TRAIT, close_all, starting_hidden, stylesheet
 from .about import model_header
 from .effect import FilterEffect
 from .explain import ClassActivationMap, CompareImages, Predictions
@@ -68,6 +71,7 @@ class Explorer(ipywidgets.VBox):
         self._links: list[Any] = []
         self._setting_picker = False  # True while the picker follows the state, so it does not load again
         self._state_handlers: list[tuple[Any, list[str]]] = []
+        self._said: tuple[str, ...] = ()  # what the status line says of the state's last pass (see _draw_status)
 
         self.header = _with_class(ipywidgets.HTML(""), "cnnviz-header")
         self.layer_slider = _with_class(ipywidgets.SelectionSlider(
@@ -116,6 +120,8 @@ class Explorer(ipywidgets.VBox):
         self._observe_state(self._on_layer_change, ["layer"])
         self._observe_state(self._on_image_change, ["image"])
         self._observe_state(self._on_busy_change, ["busy", "status"])
+        if state.has_trait(WEIGHTS_TRAIT):  # a TrainingState: the status line names the step shown
+            self._observe_state(self._on_weights_change, [WEIGHTS_TRAIT])
         self.tabs.observe(self._on_tab_change, "selected_index")
         self.image_picker.observe(self._on_image_picked, "value")
         self.upload.observe(self._on_upload, "value")
@@ -170,11 +176,20 @@ class Explorer(ipywidgets.VBox):
             self.tabs.add_class("cnnviz-busy")
         else:
             self.tabs.remove_class("cnnviz-busy")
+        note = self.state.cache_note  # a smaller cache than usual explains why an old image runs again
+        self._said = tuple(text for text in (self.state.status, note) if text)
+        self._draw_status()
+
+    def _on_weights_change(self, _change: traitlets.Bunch) -> None:
+        self._draw_status()  # (from the training thread too: the monitor refreshes the state there)
+
+    def _draw_status(self) -> None:
+        """The status line: which weights a TrainingState shows, then what the state's last pass said."""
         if self.state.busy:
             self.status.value = _BUSY_TEXT
             return
-        note = self.state.cache_note  # a smaller cache than usual explains why an old image runs again
-        self.status.value = html.escape(" · ".join(text for text in (self.state.status, note) if text))
+        self.status.value = html.escape(" · ".join(text for text in (weights_words(self.state), *self._said)
+                                                   if text))
 
     def _on_tab_change(self, _change: traitlets.Bunch | None) -> None:
         # Grids in background tabs skip their redraws (the activation mosaic costs tens of ms a frame while a
@@ -192,8 +207,8 @@ class Explorer(ipywidgets.VBox):
                 view.active = index == selected
         # what the message and status lines said was about the tab left behind
         self.message.value = ""
-        if not self.state.busy:
-            self.status.value = ""
+        self._said = ()
+        self._draw_status()
         self.export_button.disabled = not figures_of(self.view_at(selected))
 
     def _replace_slider(self, trait: str, highest: int) -> None:
@@ -341,6 +356,14 @@ class Explorer(ipywidgets.VBox):
                 part.close()
         super().close()
         close_all(self)
+
+
+def weights_words(state: ModelState) -> str:
+    """Which weights the views show, for the status line: "weights: live, training" or "weights: step 120 of
+    training" on a `TrainingState`; "" on a state whose weights do not change."""
+    if not isinstance(state, TrainingState):
+        return ""
+    return "weights: live, training" if state.step is None else f"weights: step {state.step} of training"
 
 
 def _compare_images(state: ModelState) -> CompareImages:

@@ -6,7 +6,8 @@ selection changes, so a newly selected filter is on screen. Picking another page
 selection stays (the page label says where it is), so paging through a layer never changes what other views
 show. A redraw happens
 only when the picture's inputs changed (a "picture key"); moving the selection within a page only moves the
-outline.
+outline. On a state whose weights change (a `TrainingState`), its `version` is part of every key and cache key
+of what is drawn from the weights, and a change of it redraws (see `View._state_traits`).
 """
 
 from __future__ import annotations
@@ -72,8 +73,9 @@ class _PagedMosaicView(View):
         self.body.add_class("cnnviz-grid-body")
         super().__init__(children=[self.controls, self.message, self.body])
         self.add_class(css_class)
-        self._observe_state(self._on_state_change, list(self._observed_traits))
-        self._sync()
+        self._observe_state(self._on_state_change, self._state_traits(self._observed_traits))
+        with self._computing():
+            self._sync()
 
     # -- hooks for the subclasses ----------------------------------------------------------------------
 
@@ -255,7 +257,8 @@ class WeightGrid(_PagedMosaicView):
 
     def __init__(self, state_or_model: Any, *, page_size: int = 64, css_class: str = "cnnviz-weight-grid",
                  width_px: int = 420):
-        self._kernel_cache: tuple[str, np.ndarray, np.ndarray, float, np.ndarray] | None = None
+        # ((layer, weights version), kernel, bias, max |w|, max |w| per input channel)
+        self._kernel_cache: tuple[tuple, np.ndarray, np.ndarray, float, np.ndarray] | None = None
         super().__init__(state_or_model, page_size=page_size, css_class=css_class, width_px=width_px)
 
     def _extra_controls(self) -> list[ipywidgets.Widget]:
@@ -297,16 +300,17 @@ class WeightGrid(_PagedMosaicView):
     def _picture_key(self) -> tuple:
         rgb = self._rgb_shown()
         self.rgb_toggle.layout.display = None if self._can_rgb() else "none"
-        return (self.state.layer, None if rgb else self.state.channel, rgb)
+        return (self.state.layer, None if rgb else self.state.channel, rgb, self._weights_version)
 
     def _kernel(self) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
         """(kernel (kh, kw, c_in, c_out), bias (c_out,), max |w| over the layer, max |w| per input channel)."""
         layer = self.state.layer
-        if self._kernel_cache is None or self._kernel_cache[0] != layer:
+        key = (layer, self._weights_version)
+        if self._kernel_cache is None or self._kernel_cache[0] != key:
             kernel, bias = self.state.weights(layer)
             magnitude = np.abs(kernel)
             per_channel = magnitude.max(axis=(0, 1, 3))  # for the RGB view: each colour scaled on its own
-            self._kernel_cache = (layer, kernel, bias, float(per_channel.max()), per_channel)
+            self._kernel_cache = (key, kernel, bias, float(per_channel.max()), per_channel)
             self._robust = float(np.percentile(magnitude, ROBUST_PERCENTILE))
         return self._kernel_cache[1:]
 
@@ -396,7 +400,7 @@ class WeightGrid(_PagedMosaicView):
 
     def _draw_side(self) -> None:
         state = self.state
-        key = (state.layer, state.filter, state.channel, self._rgb_shown())
+        key = (state.layer, state.filter, state.channel, self._rgb_shown(), self._weights_version)
         if key == self._side_key:
             return
         kernel, _, _, _ = self._kernel()
@@ -523,7 +527,7 @@ class ActivationGrid(_PagedMosaicView):
         # id() of the prepared input names the image; holding the object keeps that id from being reused
         self._drawn_input = self.state.model_input
         return (self.state.layer, id(self._drawn_input), self.state.normalization, self.state.colormap,
-                self.state.channel_order)
+                self.state.channel_order, self._weights_version)
 
     def _order(self) -> list[int] | None:
         # state.channel_order sorts the tiles (strongest first); tiles and tooltips keep the true indices
@@ -551,7 +555,7 @@ class ActivationGrid(_PagedMosaicView):
 
     def _maps_key(self) -> tuple:
         """What the shown layer's maps are a function of: the kept pictures and ranges are found by it."""
-        return (self.state.image_key, self.state.layer)
+        return (self.state.image_key, self.state.layer, self._weights_version)
 
     def _map_extremes(self, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unpooled min and max of every map of the layer, once per (layer, image): the tooltips' values."""
@@ -585,7 +589,7 @@ class ActivationGrid(_PagedMosaicView):
         if mode == "per_map":
             self.figure.show(mosaic, title=title, tooltips=tooltips, colorbar=(cmap, 0.0, 1.0),
                              colorbar_ends=("tile min", "tile max"),
-                             colorbar_label="each tile has its own range (hover a tile for its values)",
+                             colorbar_label="each tile its own range (hover one)",
                              highlight=state.filter)
         else:
             lo, hi = float(ranges[0, 0]), float(ranges[0, 1])

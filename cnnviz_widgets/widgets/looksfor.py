@@ -5,7 +5,9 @@ The patches come from a scan (`cnnviz_widgets.scan.top_examples`), made once ove
 moving the layer or filter slider only slices and encodes k small crops, at slider speed. Without a scan the
 view offers one over the bundled samples (tiles of them) or over a folder. Clicking "open" under a crop makes
 that image the state's image and marks the unit (`marked`: layer, filter, row and column in the layer's map).
-The optimised picture (`cnnviz_widgets.maximization`) is made on request, then kept for that filter.
+The optimised picture (`cnnviz_widgets.maximization`) is made on request, then kept for that filter. On a state
+whose weights change (a `TrainingState`), the weights picture follows them, an optimised picture is kept only for
+the weights it was made with, and a scan made with other weights says so.
 """
 
 from __future__ import annotations
@@ -67,9 +69,11 @@ class WhatItLooksFor(View):
         self.k = int(k)
         self.maximize_steps, self.maximize_size = int(maximize_steps), int(maximize_size)
         self.top: TopExamples | None = None
+        self._top_version: int | None = None  # the weights the scan was made with (see View._weights_version)
         self.redraws = 0
         self._drawn_key: tuple | None = None
-        self._pictures: dict[tuple[str, int], Any] = {}  # (layer, filter) -> FeatureVisualization
+        # (layer, filter, weights version) -> FeatureVisualization
+        self._pictures: dict[tuple[str, int, int | None], Any] = {}
 
         self.title = ipywidgets.HTML("")
         self.title.add_class(f"{css_class}-note")
@@ -125,7 +129,8 @@ class WhatItLooksFor(View):
         super().__init__([self._style, self.title, self.scan_box, self.progress, body],
                          **({} if active is None else {"active": active}))
         self.add_class(css_class)
-        self.state.observe(self._on_state_change, ["layer", "filter"])
+        self._redraw_traits = self._state_traits(["layer", "filter"])
+        self.state.observe(self._on_state_change, self._redraw_traits)
         self._closed = False
         if top is not None:
             self.set_top(top)
@@ -133,11 +138,12 @@ class WhatItLooksFor(View):
 
     # -- what the buttons do (callable from code) -------------------------------------------------------
 
-    def set_top(self, top: TopExamples) -> None:
-        """Show this scan."""
+    def set_top(self, top: TopExamples, version: int | None = None) -> None:
+        """Show this scan (`version`: the state's `version` it was made at; None: the weights shown now)."""
         if not isinstance(top, TopExamples):
             raise CnnvizError(f"top must be a TopExamples (from cw.top_examples); got {type(top).__name__}")
         self.top = top
+        self._top_version = self._weights_version if version is None else version
         self._drawn_key = None
         self.redraw()
 
@@ -155,11 +161,13 @@ class WhatItLooksFor(View):
         self.scan_button.disabled = True
         self.progress.layout.display = None
         try:
-            top = top_examples(self.state, images, ids=ids, progress=progress, **kwargs)
+            with self._computing():  # a TrainingState's training thread does not refresh it half way
+                top = top_examples(self.state, images, ids=ids, progress=progress, **kwargs)
+                version = self._weights_version
         finally:
             self.scan_button.disabled = False
             self.progress.layout.display = "none"
-        self.set_top(top)
+        self.set_top(top, version)
         return top
 
     def open_example(self, index: int) -> None:
@@ -184,12 +192,14 @@ class WhatItLooksFor(View):
         self.optimise_button.disabled = True
         self.progress.layout.display = None
         try:
-            result = maximize(self.state, layer, f, steps=self.maximize_steps, size=self.maximize_size,
-                              progress=progress)
+            with self._computing():
+                result = maximize(self.state, layer, f, steps=self.maximize_steps, size=self.maximize_size,
+                                  progress=progress)
+                version = self._weights_version
         finally:
             self.optimise_button.disabled = False
             self.progress.layout.display = "none"
-        self._pictures[(layer, f)] = result
+        self._pictures[(layer, f, version)] = result
         self._drawn_key = None
         self.redraw()
         return result
@@ -201,7 +211,8 @@ class WhatItLooksFor(View):
 
     def redraw(self) -> None:
         s = self.state
-        key = (s.layer, s.filter, id(self.top), (s.layer, s.filter) in self._pictures)
+        version = self._weights_version
+        key = (s.layer, s.filter, id(self.top), (s.layer, s.filter, version) in self._pictures, version)
         if self._closed or not self.active or key == self._drawn_key:
             return
         self._drawn_key = key
@@ -212,7 +223,9 @@ class WhatItLooksFor(View):
                               "looks for")
         self._draw_crops(layer, f)
         self._draw_weights(layer, f)
-        picture = self._pictures.get((layer, f))
+        # a picture made with other weights would pass for these: only this version's are kept
+        self._pictures = {made: kept for made, kept in self._pictures.items() if made[2] == version}
+        picture = self._pictures.get((layer, f, version))
         # An empty Image shows the browser's broken-picture icon: hidden until there is a picture.
         self.optimised.layout.display = "none" if picture is None else None
         if picture is None:
@@ -251,6 +264,9 @@ class WhatItLooksFor(View):
         crops, sources, scores = top.crops(layer, f), top.sources(layer, f), top.scores(layer, f)
         self.title.value = (f"<b>{html.escape(layer)}, filter {f}</b>: the {len(crops)} image patches of "
                             f"{len(top.ids)} that excite it most (its receptive field, strongest first)")
+        if self._top_version != self._weights_version:
+            self.title.value += (" · <i>found with the weights of another training step: scan again for the "
+                                 "patches these weights prefer</i>")
         for i, (img, cap, btn) in enumerate(zip(self.crops, self.captions, self.open_buttons, strict=True)):
             self._cells[i].layout.display = None if i < len(crops) else "none"
             if i < len(crops):
@@ -287,7 +303,7 @@ class WhatItLooksFor(View):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self.state.unobserve(self._on_state_change, ["layer", "filter"])
+            self.state.unobserve(self._on_state_change, self._redraw_traits)
         close_all(self)
 
 

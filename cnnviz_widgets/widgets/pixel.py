@@ -23,7 +23,7 @@ import traitlets
 from .. import render
 from ..analysis import PixelBreakdown, ReceptiveField
 from ..errors import CnnvizError, LayerError
-from ._common import View, as_state, close_all, colored, format_number, message_line, show_child
+from ._common import WEIGHTS_TRAIT, View, as_state, close_all, colored, format_number, message_line, show_child
 from .mosaic import MosaicFigure
 
 MAP_SIDE = 256
@@ -65,7 +65,8 @@ class ConvolutionAtPixel(View):
     `row`, `col` is the picked position in the current layer's output map; a click on the map sets it, and
     it starts on the filter's strongest value. On a map larger than ZOOM_SIDE a side, a click on the zoomed crop
     sets it too. It follows the state's layer and image (scaled to a new map size, so it stays on the same part
-    of the image) and filter; where the value there is 0, it moves to the new map's strongest value. The
+    of the image) and filter; where the value there is 0, it moves to the new map's strongest value. New weights
+    (a `TrainingState` training, or showing another step) redraw it at the same pick. The
     patch, kernel and product tiles are captioned with their input channel; a click on one makes that input
     channel `state.channel`.
     """
@@ -84,7 +85,8 @@ class ConvolutionAtPixel(View):
         self.redraws = 0
         self._drawn_key: tuple | None = None
         self._picture_keys: dict[str, tuple] = {}  # what each top picture shows, to skip re-rendering it
-        self._map_shape = self.state.activation().shape[:2]
+        with self._computing():
+            self._map_shape = self.state.activation().shape[:2]
         self._map_range = (0.0, 1.0)  # the value range the map's colours span (the zoom uses the same)
         self._zoom_origin: tuple[int, int] | None = None  # (row, col) of the crop's top-left value
 
@@ -125,7 +127,7 @@ class ConvolutionAtPixel(View):
             figure.on_tile_click(self._on_tile_click)
         self.top_k.observe(self._on_control_change, "value")
         self.strongest.on_click(self._on_strongest_click)
-        self._redraw_traits = ["layer", "filter", "image", "colormap", "normalization"]
+        self._redraw_traits = self._state_traits(["layer", "filter", "image", "colormap", "normalization"])
         self.state.observe(self._on_state_change, self._redraw_traits)
         self.state.observe(self._on_channel_change, "channel")
         self._closed = False
@@ -141,8 +143,9 @@ class ConvolutionAtPixel(View):
 
     def pick_strongest(self) -> None:
         """Pick the position of the current filter's largest output value (the first one, on ties)."""
-        values = self.state.activation()[..., self.state.filter]
-        self.select(*np.unravel_index(int(np.argmax(values)), values.shape))
+        with self._computing():
+            values = self.state.activation()[..., self.state.filter]
+            self.select(*np.unravel_index(int(np.argmax(values)), values.shape))
 
     @traitlets.validate("row", "col")
     def _validate_position(self, proposal: traitlets.Bunch) -> int:
@@ -176,7 +179,7 @@ class ConvolutionAtPixel(View):
     def _key(self) -> tuple:
         s = self.state
         return (s.layer, s.filter, id(s.model_input), s.colormap, s.normalization, self.row, self.col,
-                self.top_k.value)
+                self.top_k.value, self._weights_version)
 
     def redraw(self) -> None:
         """Bring the view up to date with the state, the picked pixel and the controls (only if they changed)."""
@@ -211,7 +214,7 @@ class ConvolutionAtPixel(View):
         s = self.state
         height, width = self._map_shape
         # the pick is not part of the pictures: a click moves the outlines and sends no picture
-        key = (s.layer, s.filter, id(s.model_input), s.normalization, s.colormap)
+        key = (s.layer, s.filter, id(s.model_input), s.normalization, s.colormap, self._weights_version)
         if self._picture_keys.get("map") != key:
             self._picture_keys["map"] = key
             mosaic, ranges = render.render_mosaic(s.activation(), s.normalization, s.colormap, max_side=MAP_SIDE,
@@ -254,7 +257,8 @@ class ConvolutionAtPixel(View):
             x0 = max(0, min(self.col - zw // 2, width - zw))
         y0, x0 = max(0, min(y0, height - zh)), max(0, min(x0, width - zw))  # a new map size: inside it
         self._zoom_origin = (y0, x0)
-        key = (s.layer, s.filter, id(s.model_input), s.normalization, s.colormap, y0, x0, self._map_range)
+        key = (s.layer, s.filter, id(s.model_input), s.normalization, s.colormap, y0, x0, self._map_range,
+               self._weights_version)
         if self._picture_keys.get("zoom") != key:
             self._picture_keys["zoom"] = key
             crop = s.activation()[y0:y0 + zh, x0:x0 + zw, s.filter]
@@ -345,7 +349,10 @@ class ConvolutionAtPixel(View):
 
     # -- events ----------------------------------------------------------------------------------------
 
-    def _on_state_change(self, _change: traitlets.Bunch) -> None:
+    def _on_state_change(self, change: traitlets.Bunch) -> None:
+        if change["name"] == WEIGHTS_TRAIT:  # new weights, same map: the pick stays where the user put it
+            self.redraw()
+            return
         old_shape, self._map_shape = self._map_shape, self.state.activation().shape[:2]
         if old_shape != self._map_shape:  # another layer, or an image of another size
             # the same place of the image: scale the pick by the change of map size

@@ -53,7 +53,8 @@ class ChannelStats(View):
 
     The "sort" control IS `state.channel_order`: the bars, and an `ActivationGrid` on the same state, show
     the channels in that order. Picking an order by a statistic also shows that statistic. A click on a bar
-    makes that channel `state.filter`; the current filter's bar is orange.
+    makes that channel `state.filter`; the current filter's bar is orange. The bars follow the weights of a
+    `TrainingState` (its `version`).
     """
 
     statistic = traitlets.Enum(STATISTICS, "max", help="The statistic the bars show.")
@@ -110,7 +111,7 @@ class ChannelStats(View):
                        ipywidgets.link((self.order_menu, "value"), (self.state, "channel_order"))]
         # bqplot's own click interaction selects the bar; its `selected` syncs back: that is the click
         self.bars.observe(self._on_bar_selected, "selected")
-        self._redraw_traits = ["layer", "image", "channel_order"]
+        self._redraw_traits = self._state_traits(["layer", "image", "channel_order"])
         self.state.observe(self._on_state_change, self._redraw_traits)
         self.state.observe(self._on_filter_change, "filter")
         self._closed = False
@@ -121,7 +122,7 @@ class ChannelStats(View):
     def redraw(self) -> None:
         """Bring the chart up to date with the state and the shown statistic (only if they changed)."""
         s = self.state
-        key = (s.layer, id(s.model_input), s.channel_order, self.statistic)
+        key = (s.layer, id(s.model_input), s.channel_order, self.statistic, self._weights_version)
         if self._closed or not self.active or key == self._drawn_key:
             return
         self._drawn_key = key

@@ -16,11 +16,14 @@ imports it only when `TrainingMonitor` or `fit_in_background` is asked for.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import html
+import inspect
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import ipywidgets
@@ -29,14 +32,23 @@ import traitlets
 
 from .._keras import keras
 from ..errors import CnnvizError
-from ..training import DEFAULT_BUDGET_BYTES, TrainingHistory, rank_by_change
+from ..training import DEFAULT_BUDGET_BYTES, TrainingHistory, metric_counts, rank_by_change
 from ..training_state import TrainingState
 from ._common import View, close_all, format_number
-from .training_views import ChangeBars, Curves, TrainingActivationGrid, TrainingWeightGrid
+from .training_views import (
+    MONITOR_CSS,
+    ChangeBars,
+    Curves,
+    StepPicture,
+    TrainingActivationGrid,
+    TrainingWeightGrid,
+    _css,
+    dead_fraction_picture,
+    weight_distribution_picture,
+)
 
-_GRID_PX = 250
-_COLUMN_PX = 270  # the grids' titles wrap inside; three columns fit in 850 px
-_LIVE = -1  # the step slider's value for "live"
+_GRID_PX = 280
+_REPLAY_MS = 500  # a replayed step every half second: slow enough to see each picture
 
 
 # -- the monitor --------------------------------------------------------------------------------------------
@@ -90,6 +102,8 @@ class TrainingMonitor(View, keras().callbacks.Callback):
                                                      "it makes state.weights() and state.activation() that step's.")
     paused = traitlets.Bool(False, help="While True, a fit in the background waits after its current batch.")
     running = traitlets.Bool(False, read_only=True, help="True while a fit with this monitor runs.")
+    smoothing = traitlets.Float(0.6, min=0.0, max=0.99, help="Weight of the exponential moving average drawn over "
+                                                             "each batch's values (0: none), as TensorBoard's.")
 
     def __init__(self, model: Any, image: Any = None, every: int = 10, *,
                  memory_budget_mb: float = DEFAULT_BUDGET_BYTES / 2**20, redraw_seconds: float = 0.5,
@@ -97,6 +111,7 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         if not redraw_seconds >= 0 or not 0 < max_overhead <= 1:
             raise CnnvizError(f"redraw_seconds must be >= 0 and max_overhead in (0, 1]; got {redraw_seconds!r} "
                               f"and {max_overhead!r}")
+        self._setting_state = False
         self._images = _as_images(image)
         self.state = TrainingState(model, self._images[0], every=every, memory_budget_mb=memory_budget_mb,
                                    **state_kwargs)
@@ -119,10 +134,14 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         self._epoch = 0
         self._epochs: int | None = None
         self._started = 0.0
+        self._seconds = 0.0  # wall time of the last fit
+        self._planned_end: int | None = None  # the step a fit under way will end at, when Keras says
         self._next_redraw = 0.0
         self._go = threading.Event()
         self._go.set()
         self._stop_asked = False
+        self._holding = False  # True while a paused fit waits in the callback
+        self._stopped_at: int | None = None
         self._ignoring = False
         self._state_handlers: list[tuple[Callable, list[str]]] = []
 
@@ -131,61 +150,91 @@ class TrainingMonitor(View, keras().callbacks.Callback):
             options=state.layers, value=state.layer, description="layer", continuous_update=True,
             layout=ipywidgets.Layout(width="360px")), "cnnviz-layer-slider")
         self.channel_slider = _css(ipywidgets.IntSlider(
-            value=state.channel, min=0, max=state.n_channels() - 1, description="input channel",
+            value=state.channel, min=0, max=max(1, state.n_channels() - 1), description="input channel",
             style={"description_width": "initial"}), "cnnviz-channel-slider")
         self.filter_slider = _css(ipywidgets.IntSlider(
-            value=state.filter, min=0, max=state.n_filters() - 1, description="filter"), "cnnviz-filter-slider")
+            value=state.filter, min=0, max=max(1, state.n_filters() - 1), description="filter"),
+            "cnnviz-filter-slider")
         self.image_picker = _css(ipywidgets.Dropdown(
             options=[(f"image {i}", i) for i in range(len(self._images))], value=0, description="image",
             layout=ipywidgets.Layout(width="200px", display=None if len(self._images) > 1 else "none")),
             "cnnviz-image-picker")
-        # No readout: the front end does not always refresh it when the options grow; step_label says it.
-        self.step_slider = _css(ipywidgets.SelectionSlider(
-            options=[("live", _LIVE)], value=_LIVE, description="step", continuous_update=True, readout=False,
-            layout=ipywidgets.Layout(width="360px")), "cnnviz-step-slider")
-        self.step_label = _css(ipywidgets.HTML("live"), "cnnviz-step-label")
+        self.step_slider = self._new_step_slider(1)
+        self.replay = _css(ipywidgets.Play(value=1, min=0, max=1, interval=_REPLAY_MS, disabled=True,
+                                           description="replay", tooltip="replay the kept steps",
+                                           show_repeat=False), "cnnviz-replay")
+        self.step_label = _css(ipywidgets.HTML(""), "cnnviz-step-label")
         self.pause_button = _css(ipywidgets.ToggleButton(value=False, description="pause", icon="pause",
+                                                         disabled=True,
                                                          tooltip="pause training after the current batch"),
                                  "cnnviz-pause-button")
         self.stop_button = _css(ipywidgets.Button(description="stop", icon="stop", button_style="warning",
-                                                  tooltip="end training after the current batch"),
+                                                  disabled=True, tooltip="end training after the current batch"),
                                 "cnnviz-stop-button")
+        self.smoothing_slider = _css(ipywidgets.FloatSlider(
+            value=self.smoothing, min=0.0, max=0.99, step=0.01, description="smoothing", continuous_update=True,
+            layout=ipywidgets.Layout(width="300px")), "cnnviz-smoothing-slider")
+        self.metric_picker = _css(ipywidgets.Dropdown(options=[], description="metric",
+                                                      layout=ipywidgets.Layout(width="240px", display="none")),
+                                  "cnnviz-metric-picker")
         self.error_box = _css(ipywidgets.HTML(""), "cnnviz-training-errors")
 
-        self.first_grid = TrainingWeightGrid(self._first, css_class="cnnviz-training-first", width_px=_GRID_PX)
+        self.first_grid = TrainingWeightGrid(self._first, scale_source=state, css_class="cnnviz-training-first",
+                                             width_px=_GRID_PX)
         self.weight_grid = TrainingWeightGrid(state, css_class="cnnviz-training-weights", width_px=_GRID_PX)
         self.activation_grid = TrainingActivationGrid(state, css_class="cnnviz-training-activations",
                                                        width_px=_GRID_PX)
         self.change_bars = ChangeBars(state)
+        self.distribution = StepPicture(state, "cnnviz-training-distribution", y_label="weight value",
+                                        color_label="share", compute=weight_distribution_picture)
+        self.dead_filters = StepPicture(state, "cnnviz-training-dead", y_label="filter", color_label="share of 0s",
+                                        compute=dead_fraction_picture, color_range=(0.0, 1.0), y_format="d")
         self.loss_curves = Curves("loss", "cnnviz-training-loss")
-        self.metric_curves = Curves("metrics", "cnnviz-training-metrics")
-        self.first_label = _css(ipywidgets.HTML("<b>step 0</b>"), "cnnviz-training-first-label")
-        self.now_label = _css(ipywidgets.HTML("<b>now</b>"), "cnnviz-training-now-label")
+        self.metric_curves = Curves("metric", "cnnviz-training-metrics")
+        self.first_label = _css(ipywidgets.HTML(""), "cnnviz-training-first-label")
+        self.now_label = _css(ipywidgets.HTML(""), "cnnviz-training-now-label")
+        self.activations_label = _css(ipywidgets.HTML(""), "cnnviz-training-activations-label")
 
         self._links += [ipywidgets.link((state, name), (control, "value")) for name, control in (
             ("layer", self.layer_slider), ("channel", self.channel_slider), ("filter", self.filter_slider))]
-        self._links.append(ipywidgets.link((self, "paused"), (self.pause_button, "value")))
+        self._links += [ipywidgets.link((self, "paused"), (self.pause_button, "value")),
+                        ipywidgets.link((self, "smoothing"), (self.smoothing_slider, "value")),
+                        ]
         self.stop_button.on_click(lambda _button: self.stop())
-        self.step_slider.observe(self._on_step_slider, "value")
+        self.replay.observe(self._on_step_slider, "value")
         self.image_picker.observe(self._on_image_picked, "value")
+        self.metric_picker.observe(self._on_metric_picked, "value")
         self._observe_state(self._on_layer_change, ["layer"])
         self._observe_state(self._on_state_step, ["step"])
-        self._observe_state(self._on_selection, ["filter", "version"])
+        self._observe_state(self._on_selection, ["filter", "image"])
 
-        row = ipywidgets.Layout(flex_flow="row wrap", align_items="flex-start")
-        controls = ipywidgets.VBox([
-            ipywidgets.HBox([self.layer_slider, self.channel_slider, self.filter_slider, self.image_picker],
-                            layout=row),
-            ipywidgets.HBox([self.step_slider, self.step_label, self.pause_button, self.stop_button], layout=row)])
-        grids = ipywidgets.HBox([ipywidgets.VBox([self.first_label, self.first_grid], layout=_column()),
-                                 ipywidgets.VBox([self.now_label, self.weight_grid], layout=_column()),
-                                 ipywidgets.VBox([_css(ipywidgets.HTML("<b>activations</b>"), "cnnviz-label"),
-                                                  self.activation_grid], layout=_column())], layout=row)
-        charts = ipywidgets.HBox([self.loss_curves, self.metric_curves, self.change_bars], layout=row)
-        super().__init__(children=[self.header, controls, self.error_box, grids, charts])
+        self._time_controls = _css(ipywidgets.HBox([self.step_slider, self.replay, self.step_label,
+                                                    self.pause_button, self.stop_button]), "cnnviz-training-controls")
+        controls = _css(ipywidgets.VBox([
+            _css(ipywidgets.HBox([self.layer_slider, self.channel_slider, self.filter_slider, self.image_picker]),
+                 "cnnviz-training-controls"),
+            self._time_controls]), "cnnviz-training-control-box")
+        grids = _css(ipywidgets.HBox([
+            _css(ipywidgets.VBox([self.first_label, self.first_grid]), "cnnviz-training-column"),
+            _css(ipywidgets.VBox([self.now_label, self.weight_grid]), "cnnviz-training-column"),
+            _css(ipywidgets.VBox([self.activations_label, self.activation_grid]), "cnnviz-training-column")]),
+            "cnnviz-training-row")
+        curve_controls = _css(ipywidgets.HBox([self.smoothing_slider, self.metric_picker]),
+                              "cnnviz-training-controls")
+        curves = _css(ipywidgets.HBox([self.loss_curves, self.metric_curves]), "cnnviz-training-row")
+        changes = _css(ipywidgets.HBox([self.change_bars, self.distribution, self.dead_filters]),
+                       "cnnviz-training-row")
+        super().__init__(children=[
+            ipywidgets.HTML(f"<style>{MONITOR_CSS}</style>", layout=ipywidgets.Layout(display="none")),
+            self.header, controls, self.error_box,
+            _section("What the filters look like, and what they see"), grids,
+            _section("How well it learns"), curve_controls, curves,
+            _section("How the weights change"), changes])
         self.add_class("cnnviz-training-monitor")
         self.set_model(model)
         self._on_layer_change(None)
+        self._sync_step_controls()
+        self._draw_curves()
         self._draw_header()
 
     # -- what the API promises ---------------------------------------------------------------------------
@@ -197,14 +246,28 @@ class TrainingMonitor(View, keras().callbacks.Callback):
 
     @property
     def history(self) -> dict[str, list[float]]:
-        """{"loss": [...], "accuracy": [...], "val_loss": [...], ...}: training values after each batch,
-        validation values after each epoch (see `history_steps` for when)."""
+        """{"loss": [...], "accuracy": [...], "val_loss": [...], ...} exactly as Keras logs them: after each
+        batch the mean over the epoch so far, after each epoch the validation values (see `history_steps`
+        for when). Each batch's own value: `batch_values`."""
         return self.logged.as_dict()
 
     @property
     def history_steps(self) -> dict[str, list[int]]:
         """For each key of `history`, the step at which each value was logged."""
         return {key: self.logged.series(key)[0].tolist() for key in self.logged.names()}
+
+    def batch_values(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values): each batch's own value of a logged training loss or metric, recovered from Keras'
+        running means over the epoch (see `TrainingHistory.batch_values`, which also says whether it is exact);
+        for a "val_" key, its value at each epoch end."""
+        steps, values, _exact = self.logged.batch_values(key)
+        return steps, values
+
+    def histogram(self, layer: str | None = None, step: int | None = None,
+                  bins: Any = 30) -> tuple[np.ndarray, np.ndarray]:
+        """(counts, edges) of the kernel of `layer` at kept step `step` (None: the step shown), as
+        `numpy.histogram(kernel, bins)`."""
+        return self.state.histogram(layer, step=step, bins=bins)
 
     def filter_change(self, layer: str | None = None) -> np.ndarray:
         """How much each filter of `layer` (default: the current one) changed from the first kept step to the
@@ -216,7 +279,12 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         return rank_by_change(self.filter_change(layer))
 
     def stop(self) -> None:
-        """End training after the current batch; the model keeps the weights it has (and stays usable)."""
+        """End training after the current batch; the model keeps the weights it has (and stays usable).
+
+        Once training has ended there is nothing to stop: it does nothing.
+        """
+        if not self.running:
+            return
         self._stop_asked = True
         model = self.model
         if model is not None:
@@ -240,7 +308,10 @@ class TrainingMonitor(View, keras().callbacks.Callback):
             raise CnnvizError(f"this monitor watches {self.state.model.name!r}; fit was called on "
                               f"{getattr(self.model, 'name', self.model)!r}: make a TrainingMonitor for that model")
         self._stop_asked = False
+        self._stopped_at = None
         self._epochs = (self.params or {}).get("epochs")
+        per_epoch = (self.params or {}).get("steps")
+        self._planned_end = self.seen + self._epochs * per_epoch if self._epochs and per_epoch else None
         self._started = time.perf_counter()
         if not self.steps:
             self.state.snapshots.take(self.seen)  # the weights before any training
@@ -257,16 +328,21 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         if self._ignoring:
             return
         before, self.seen = self.seen, self._epoch_start + int(batch) + 1
-        self.logged.record(self.seen, logs)
+        self.logged.record(self.seen, logs, batch=int(batch) + 1, counts=metric_counts(self.model))
         if self.state.snapshots.due(before, self.seen):
             self.state.snapshots.take(self.seen)
-        if time.perf_counter() >= self._next_redraw:
-            self._redraw()
-        if not self._go.is_set() and threading.current_thread() is not threading.main_thread():
-            self._draw_header()
-            paused = time.perf_counter()
+        paused = not self._go.is_set() and threading.current_thread() is not threading.main_thread()
+        if paused:
+            self.state.snapshots.take(self.seen)  # the step paused at can be come back to
+            self._holding = True
+        if paused or time.perf_counter() >= self._next_redraw:
+            self._redraw()  # paused: every picture, label and the header show the step paused at
+        if paused:
+            waiting = time.perf_counter()
             self._go.wait()  # paused: only a fit off the main thread can be resumed (the controls are live)
-            self._waited = time.perf_counter() - paused
+            self._waited = time.perf_counter() - waiting
+            self._holding = False
+            self._draw_header()
 
     @_guarded
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -276,13 +352,18 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         self.logged.epoch_ends.append(self.seen)
         if any(key.startswith("val_") for key in logs or {}):
             self._draw_curves()  # validation points arrive once per epoch: show them without a full redraw
+            self._draw_header()
 
     @_guarded
     def on_train_end(self, logs: dict | None = None) -> None:
         if self._ignoring:
             return
         self.state.snapshots.take(self.seen)
+        self._seconds = time.perf_counter() - self._started
+        if self._stop_asked:
+            self._stopped_at = self.seen
         self.set_trait("running", False)
+        self.paused = False
         self._redraw()
 
     # -- drawing -----------------------------------------------------------------------------------------
@@ -294,8 +375,12 @@ class TrainingMonitor(View, keras().callbacks.Callback):
             try:
                 if self._first.step is None and self.steps:
                     self._first.step = self.steps[0]
-                self._update_step_slider()
+                self._sync_step_controls()
                 self.state.refresh()  # live: the views redraw with the current weights (their version moved)
+                self.first_grid.redraw()  # its step stays, but the colour scale it shares may have grown
+                self._draw_step_words()
+                if len(self.steps) > 1:  # over training: nothing to show before a second step is kept
+                    self._draw_charts()
             except Exception as err:
                 self._report("redraw", err)
             self._draw_curves()
@@ -305,47 +390,140 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         self.redraw_time += cost
         self._next_redraw = time.perf_counter() + max(self.redraw_seconds, cost / self.max_overhead)
 
+    def _draw_charts(self) -> None:
+        for chart in (self.change_bars, self.distribution, self.dead_filters):
+            chart.redraw()
+
     def _draw_curves(self) -> None:
         try:
             keys = self.logged.names()
+            metrics = list(dict.fromkeys(k.removeprefix("val_") for k in keys if k.removeprefix("val_") != "loss"))
+            if metrics != [value for _, value in self.metric_picker.options]:
+                with self.metric_picker.hold_sync():
+                    chosen = self.metric_picker.value
+                    self.metric_picker.options = [(_words(m), m) for m in metrics]
+                    self.metric_picker.value = chosen if chosen in metrics else (metrics[0] if metrics else None)
+                    self.metric_picker.layout.display = None if len(metrics) > 1 else "none"
+            metric = self.metric_picker.value
+            self.metric_curves.quantity = _words(metric) if metric else "metric"
+            self.metric_curves.y_axis.label = self.metric_curves.quantity
+            for curves in (self.loss_curves, self.metric_curves):
+                curves.set_smoothing(self.smoothing)
             self.loss_curves.update(self.logged, [k for k in keys if k.removeprefix("val_") == "loss"], self.step)
-            self.metric_curves.update(self.logged, [k for k in keys if k.removeprefix("val_") != "loss"], self.step)
+            self.metric_curves.update(self.logged, [k for k in keys if metric and k.removeprefix("val_") == metric],
+                                      self.step)
         except Exception as err:
             self._report("curves", err)
 
     def _draw_header(self) -> None:
-        parts = [f"step {self.seen}"]
-        if self._epochs:
-            parts.append(f"epoch {min(self._epoch + 1, self._epochs)}/{self._epochs}")
-        for key, values in self.logged.as_dict().items():
-            if values:
-                parts.append(f"{key} {format_number(values[-1])}")
-        if self.running:
-            parts.append(f"{time.perf_counter() - self._started:.0f} s")
-        status = ("stopping…" if self._stop_asked and self.running else "stopped" if self._stop_asked
-                  else "paused" if self.paused and self.running else "training…" if self.running
-                  else "finished" if self.steps and self.seen else "not started")
-        self.header.value = f"<b>{html.escape(status)}</b> · " + html.escape(" · ".join(parts))
+        epochs = f" of {self._epochs}" if self._epochs else ""
+        epoch = f"epoch {min(self._epoch + 1, self._epochs or self._epoch + 1)}{epochs}"
+        if self._stop_asked and self.running:
+            status = f"<b>Stopping</b> after this batch (step {self.seen})"
+        elif self.paused and self.running and self._holding:
+            status = f"<b>Paused</b> at step {self.seen}, {epoch}: press resume to go on"
+        elif self.paused and self.running:
+            status = f"<b>Pausing</b> after this batch (step {self.seen})"
+        elif self.running:
+            status = (f"<b>Training</b>: step {self.seen} (batches seen), {epoch}, "
+                      f"{time.perf_counter() - self._started:.0f} s so far")
+        elif self._stopped_at is not None:
+            status = f"<b>Stopped</b> by you at step {self._stopped_at}, {epoch}"
+        elif self.seen:
+            status = f"<b>Finished</b>: {self.seen} steps, {epoch}, in {self._seconds:.1f} s"
+        else:
+            status = ("<b>Not trained yet</b>: train with <code>monitor.fit_in_background(x, y, epochs=…)</code>, "
+                      "or <code>model.fit(…, callbacks=[monitor])</code>")
+        values = self.logged.as_dict()
+        train = [f"{_words(k)} {format_number(v[-1])}" for k, v in values.items() if v and not k.startswith("val_")]
+        valid = [f"{_words(k.removeprefix('val_'))} {format_number(v[-1])}" for k, v in values.items()
+                 if v and k.startswith("val_")]
+        lines = [status]
+        if train:
+            lines.append("Mean over this epoch so far: " + html.escape(", ".join(train)))
+        if valid:
+            lines.append(f"Validation, at the end of epoch {len(self.logged.epoch_ends)}: "
+                         + html.escape(", ".join(valid)))
+        self.header.value = "<br>".join(lines)
+        self.pause_button.disabled = self.stop_button.disabled = not self.running
+        self.pause_button.description = "resume" if self.paused else "pause"
+        self.pause_button.icon = "play" if self.paused else "pause"
 
-    def _update_step_slider(self) -> None:
-        options = [(str(s), s) for s in self.steps] + [("live", _LIVE)]
-        if options != list(self.step_slider.options):
-            value = _LIVE if self.step is None else self.step
-            with self.step_slider.hold_sync():
-                self._updating_slider = True
-                try:
-                    self.step_slider.options = options
-                    self.step_slider.value = value if value in self.steps else _LIVE
-                finally:
-                    self._updating_slider = False
-        if self.step is not None and self.step not in self.steps:  # thinned away while shown: the nearest
+    def _new_step_slider(self, end: int) -> ipywidgets.IntSlider:
+        """A step slider from 0 to `end` (training steps). Its range is set once, when it is made: the front
+        end's keyboard End reaches only the end a slider was drawn with (noUiSlider's updateOptions leaves
+        the range its End key reads), so a longer range gets a new slider (see `_sync_step_controls`)."""
+        slider = _css(ipywidgets.IntSlider(value=0, min=0, max=end, description="step", continuous_update=True,
+                                           readout=False, disabled=True, layout=ipywidgets.Layout(width="360px")),
+                      "cnnviz-step-slider")
+        slider.observe(self._on_step_slider, "value")
+        return slider
+
+    def _live_value(self) -> int:
+        """The step slider's value for now: the first step of its grid past the newest kept step (a value off
+        its grid the front end would move onto it, and send back as a pick)."""
+        spacing = self.state.snapshots.spacing
+        steps = self.steps
+        return (steps[-1] // spacing + 1) * spacing if steps else 1
+
+    def _step_slider_end(self) -> int:
+        """Where the step slider ends: the end of the fit under way when Keras says how long it is, else the
+        newest step (doubled ahead while training, so the slider is remade only a few times); on its grid."""
+        spacing = self.state.snapshots.spacing
+        newest = max(self.seen, self._live_value())
+        if not self.running:
+            end = newest
+        elif (self._planned_end or 0) >= newest:
+            end = self._planned_end
+        else:
+            end = self.step_slider.max
+            while end < newest:
+                end *= 2
+        return -(-end // spacing) * spacing
+
+    def _sync_step_controls(self) -> None:
+        """The step slider and replay run over training steps (batches seen); past the newest kept step is now
+        (live). They move by the spacing of the kept steps, and a value between two kept steps shows the
+        nearer one."""
+        steps = self.steps
+        if self.step is not None and self.step not in steps:  # thinned away while shown: the nearest
             self.step = self.state.snapshots.nearest(self.step)
-        self._draw_step_label()
+        value = self._live_value() if self.step is None else self.step
+        end = self._step_slider_end()
+        self._updating_slider = True
+        try:
+            if end != self.step_slider.max:
+                old, self.step_slider = self.step_slider, self._new_step_slider(end)
+                self._time_controls.children = [self.step_slider if c is old else c
+                                                 for c in self._time_controls.children]
+                old.unobserve(self._on_step_slider, "value")
+                close_all(old)
+            for control in (self.step_slider, self.replay):
+                control.step = self.state.snapshots.spacing
+                control.disabled = not steps
+            self.step_slider.value = value
+            # the replay's range grows before its value moves, and shrinks after: sent together, the front
+            # end applies the value first, clamped to the old range, and sends the clamped one back
+            top = self._live_value()
+            for name in ("max", "value") if top >= self.replay.max else ("value", "max"):
+                setattr(self.replay, name, top if name == "max" else value)
+        finally:
+            self._updating_slider = False
 
-    def _draw_step_label(self) -> None:
-        kept = len(self.steps)
-        shown = "live" if self.step is None else f"step {self.step}"
-        self.step_label.value = f"{shown} · {kept} kept" if kept else shown
+    def _draw_step_words(self) -> None:
+        steps = self.steps
+        first = steps[0] if steps else 0
+        self.first_label.value = f"<b>Step {first}</b>" + (" (before training)" if first == 0 else "")
+        if self.step is None:
+            when = f"now (step {self.seen})" if self.running else f"the end (step {self.seen})" if self.seen else "now"
+            self.now_label.value = f"<b>{when.capitalize()}</b>"
+            shown = f"Showing {when}"
+        else:
+            self.now_label.value = f"<b>Step {self.step}</b>"
+            shown = f"Showing step {self.step} of {self.seen}"
+        self.activations_label.value = f"<b>What the filters see</b>, {self.now_label.value[3:-4].lower()}"
+        saved = f" · weights saved at {len(steps)} steps" if steps else ""
+        self.step_label.value = shown + saved
 
     def _report(self, where: str, err: Exception) -> None:
         """Show an error in the monitor; training goes on."""
@@ -360,29 +538,41 @@ class TrainingMonitor(View, keras().callbacks.Callback):
     @traitlets.validate("step")
     def _validate_step(self, proposal: traitlets.Bunch) -> int | None:
         # (traitlets skips validation for None, "live": _on_step passes that on)
-        self.state.step = proposal["value"]  # CnnvizError naming the kept steps for one that is not kept
+        self._setting_state = True
+        try:
+            self.state.step = proposal["value"]  # CnnvizError naming the kept steps for one that is not kept
+        finally:
+            self._setting_state = False
         return self.state.step
 
     @traitlets.observe("step")
     def _on_step(self, change: traitlets.Bunch) -> None:
         if self.state.step != change["new"]:
             self.state.step = change["new"]
+        with self.state.lock:
+            self._sync_step_controls()
+            self._draw_step_words()
+            self._draw_curves()
+            self._draw_charts()
 
     def _on_state_step(self, change: traitlets.Bunch) -> None:
-        self.step = change["new"]
-        with self.step_slider.hold_sync():
-            self._updating_slider = True
-            try:
-                self.step_slider.value = _LIVE if change["new"] is None else change["new"]
-            finally:
-                self._updating_slider = False
-        self.now_label.value = "<b>now</b>" if change["new"] is None else f"<b>step {change['new']}</b>"
-        self._draw_step_label()
-        self._draw_curves()
+        if not self._setting_state and self.step != change["new"]:
+            self.step = change["new"]  # set on the state from code: the monitor follows
 
     def _on_step_slider(self, change: traitlets.Bunch) -> None:
-        if not getattr(self, "_updating_slider", False):
-            self.step = None if change["new"] == _LIVE else change["new"]
+        if self._updating_slider:
+            return
+        steps = self.steps
+        if not steps:
+            return
+        wanted = change["new"]
+        if self.step is not None and abs(wanted - self.step) < self.state.snapshots.spacing / 2:
+            return  # the front end moved an off-grid kept step onto its grid: not a new pick
+        # Past the newest kept step is now. Steps are absolute, so a value sent while training adds steps
+        # still means the same moment.
+        self.step = None if wanted > steps[-1] else self.state.snapshots.nearest(wanted)
+        if (self._live_value() if self.step is None else self.step) != wanted:
+            self._sync_step_controls()  # the handle snaps to the kept step shown (or to now)
 
     @traitlets.observe("paused")
     def _on_paused(self, change: traitlets.Bunch) -> None:
@@ -391,6 +581,13 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         else:
             self._go.set()
         self._draw_header()
+
+    @traitlets.observe("smoothing")
+    def _on_smoothing(self, _change: traitlets.Bunch) -> None:
+        self._draw_curves()
+
+    def _on_metric_picked(self, _change: traitlets.Bunch) -> None:
+        self._draw_curves()
 
     def _on_image_picked(self, change: traitlets.Bunch) -> None:
         try:
@@ -402,15 +599,17 @@ class TrainingMonitor(View, keras().callbacks.Callback):
     def _on_layer_change(self, _change: Any) -> None:
         state = self.state
         with self.channel_slider.hold_sync(), self.filter_slider.hold_sync():
-            self.filter_slider.max = state.n_filters() - 1
-            self.channel_slider.max = state.n_channels() - 1
+            # (a range of at least 1: a slider whose min equals its max cannot be moved once it grows)
+            self.filter_slider.max = max(1, state.n_filters() - 1)
+            self.channel_slider.max = max(1, state.n_channels() - 1)
             self.channel_slider.layout.display = None if state.layer_kind() == "conv" else "none"
-        first = self.steps[0] if self.steps else 0
-        self.first_label.value = f"<b>step {first}</b>"
-        self.change_bars.redraw()
+            self.channel_slider.disabled = state.n_channels() < 2
+            self.filter_slider.disabled = state.n_filters() < 2
+        self._draw_step_words()
+        self._draw_charts()
 
     def _on_selection(self, _change: Any) -> None:
-        self.change_bars.redraw()
+        self._draw_charts()
 
     def _observe_state(self, handler: Callable, names: list[str]) -> None:
         self.state.observe(handler, names)
@@ -419,7 +618,7 @@ class TrainingMonitor(View, keras().callbacks.Callback):
     def redraw(self) -> None:
         for view in (self.first_grid, self.weight_grid, self.activation_grid):
             view.redraw()
-        self.change_bars.redraw()
+        self._draw_charts()
         self._draw_curves()
 
     def close(self) -> None:
@@ -438,6 +637,21 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         close_all(self)
 
 
+_WORDS = {"loss": "loss", "accuracy": "accuracy", "acc": "accuracy"}
+
+
+def _words(key: str) -> str:
+    """A logged key as a student reads it: "val_loss" -> "validation loss", "sparse_top_k" -> "sparse top k"."""
+    if key.startswith("val_"):
+        return f"validation {_words(key.removeprefix('val_'))}"
+    return _WORDS.get(key, key.replace("_", " "))
+
+
+def _section(title: str) -> ipywidgets.HTML:
+    return _css(ipywidgets.HTML(f"<h4 style='margin: 12px 0 4px 0'>{html.escape(title)}</h4>"),
+                "cnnviz-training-section")
+
+
 def _as_images(image: Any) -> list[Any]:
     if image is None:
         return [None]
@@ -448,15 +662,6 @@ def _as_images(image: Any) -> list[Any]:
             raise CnnvizError("image: give an image, a list of images or an (N, H, W, C) array; got an empty list")
         return list(image)
     return [image]
-
-
-def _column() -> ipywidgets.Layout:
-    return ipywidgets.Layout(width=f"{_COLUMN_PX}px", margin="0 8px 0 0")
-
-
-def _css(widget: ipywidgets.Widget, name: str) -> Any:
-    widget.add_class(name)
-    return widget
 
 
 # -- training off the notebook's main thread ----------------------------------------------------------------
@@ -490,13 +695,29 @@ class BackgroundFit:
         return not self.thread.is_alive()
 
     def wait(self, timeout: float | None = None) -> Any:
-        """Wait for the fit to end and return its `History` (the fit's error, if it failed)."""
+        """Wait for the fit to end and return its `History` (the fit's error, if it failed).
+
+        In a notebook, prefer ``history = await job``: a cell blocked in `wait()` freezes every widget until
+        training ends (ipykernel reads the browser's messages only between cells), one that awaits does not.
+        """
         self.thread.join(timeout)
         if self.thread.is_alive():
             raise TimeoutError(f"training still runs after {timeout} s")
         if self.error is not None:
             raise self.error
         return self.history
+
+    def __await__(self) -> Any:
+        """``history = await job`` in a notebook cell: the cell waits for the end of training while the
+        widgets stay live (ipykernel ≥ 7 handles widget messages while a cell awaits), and the cells queued
+        after it (a "Run All") run once training has ended, in order."""
+        return self._until_done().__await__()
+
+    async def _until_done(self) -> Any:
+        with _widget_replies_finished():
+            while self.thread.is_alive():
+                await asyncio.sleep(0.05)
+        return self.wait()
 
     def stop(self) -> None:
         """End training after the current batch."""
@@ -508,6 +729,58 @@ class BackgroundFit:
     def __repr__(self) -> str:
         state = "running" if not self.done else "failed" if self.error is not None else "done"
         return f"<BackgroundFit {state} {self.seconds:.1f} s>"
+
+
+@contextlib.contextmanager
+def _widget_replies_finished() -> Iterator[None]:
+    """While a cell awaits: say "idle" after each widget message the kernel handles, as it does between cells.
+
+    ipykernel >= 7 handles widget (comm) messages while a cell awaits, but reports no "idle" for them; the
+    ipywidgets front end sends a widget's next change only after the "idle" of its previous one, so without
+    this a control answers once and then waits for the cell to end.
+    """
+    shell = _ipython()
+    kernel = getattr(shell, "kernel", None)
+    handlers = getattr(kernel, "shell_handlers", None)
+    if not isinstance(handlers, dict) or "comm_msg" not in handlers or getattr(kernel, "session", None) is None:
+        yield
+        return
+    original = handlers["comm_msg"]
+
+    def idle(message: Any) -> None:
+        kernel.session.send(kernel.iopub_socket, "status", {"execution_state": "idle"}, parent=message)
+
+    def handle(stream: Any, ident: Any, message: Any) -> Any:
+        try:
+            result = original(stream, ident, message)
+        except BaseException:
+            idle(message)
+            raise
+        if not inspect.isawaitable(result):
+            idle(message)
+            return result
+
+        async def finish() -> Any:
+            try:
+                return await result
+            finally:
+                idle(message)
+
+        return finish()
+
+    handlers["comm_msg"] = handle
+    try:
+        yield
+    finally:
+        handlers["comm_msg"] = original
+
+
+def _ipython() -> Any:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
 
 
 def fit_in_background(model: Any, *args: Any, monitor: TrainingMonitor | None = None, **kwargs: Any) -> BackgroundFit:
