@@ -477,7 +477,7 @@ class ModelState(traitlets.HasTraits):
         ModelError (saying why) for a model without a classifier, e.g. VGG16 with the bsds500 weights.
         """
         with self._explaining("prediction"):
-            return self.explainer.predict(self.model_input.array, top, key=self._input_key)
+            return self.explainer.predict(self.model_input.array, top, key=self._weights_key())
 
     def explain_target(self, class_index: int | None = None, of: str | None = None) -> Target:
         """What the class activation maps explain now.
@@ -493,8 +493,8 @@ class ModelState(traitlets.HasTraits):
             chosen = self.explained_class if class_index is None else class_index
             if chosen is None:
                 with self._explaining("prediction"):
-                    return explainer.class_target(self.model_input.array, None, key=self._input_key)
-            return explainer.class_target(self.model_input.array, chosen, key=self._input_key)
+                    return explainer.class_target(self.model_input.array, None, key=self._weights_key())
+            return explainer.class_target(self.model_input.array, chosen, key=self._weights_key())
         if of != "filter":
             raise CnnvizError(f"of must be 'class' or 'filter'; got {of!r}")
         if self.layer == self.input_layer:
@@ -517,7 +517,7 @@ class ModelState(traitlets.HasTraits):
                    "choose a smaller max_side, or a smaller image")
         with self._explaining("Grad-CAM" if method == "grad-cam" else method):
             return self.explainer.explain(self.model_input.array, target, method, layer=layer, score=score,
-                                          key=self._input_key)
+                                          key=self._weights_key())
 
     def prepare_image(self, source: Any) -> ModelInput:
         """Another image (anything `load_image` takes, or a sample name) prepared as this model's input."""
@@ -545,6 +545,10 @@ class ModelState(traitlets.HasTraits):
         if value is not None:
             self.explainer.class_target(self.model_input.array, value)  # a classifier and an index in range
         return value
+
+    def _weights_key(self) -> str:
+        """The current image's key for results that also depend on the weights (a TrainingState adds the step)."""
+        return self._input_key
 
     @contextlib.contextmanager
     def _explaining(self, what: str) -> Iterator[None]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -103,6 +103,14 @@ class TrainingState(ModelState):
 
     def _scope(self) -> Any:
         return contextlib.nullcontext() if self.step is None else self.snapshots.scope(self.step)
+
+    def _weights_key(self) -> str:
+        return self._key(self._input_key)  # predictions and explanations are kept per step (or live refresh)
+
+    @contextlib.contextmanager
+    def _explaining(self, what: str) -> Iterator[None]:
+        with self.lock, self._scope(), super()._explaining(what):  # computed with the weights of `step`
+            yield
 
     def _key(self, key: str) -> str:
         return f"{key}@live{self._live}" if self.step is None else _at_step(key, self.step)

@@ -20,32 +20,9 @@ from cnnviz_widgets.widgets import Explorer
 from cnnviz_widgets.widgets.explorer import weights_words
 from cnnviz_widgets.widgets.grids import full_rows
 from cnnviz_widgets.widgets.mosaic import MosaicFigure
+from tests.tiny_training import learnable_data, tiny_cnn
 
 LAYER = "conv_b"  # deep enough that its maps depend on the weights of both conv layers
-
-
-def _model(k, seed: int = 0):
-    """1-channel 16×16 classifier: conv(4) -> pool -> conv(6) -> flatten -> dense(3) (as in test_training)."""
-    k.utils.set_random_seed(seed)
-    model = k.Sequential([
-        k.Input((16, 16, 1), name="pixels"),
-        k.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_a"),
-        k.layers.MaxPooling2D(name="pool_a"),
-        k.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv_b"),
-        k.layers.Flatten(name="flat"),
-        k.layers.Dense(3, activation="softmax", name="probs"),
-    ], name="trainee")
-    model.compile(k.optimizers.Adam(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
-
-
-def _data(n: int = 64, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 3, n)
-    x = rng.random((n, 16, 16, 1)).astype("float32") * 60
-    x[y == 0, :8] += 150  # learnable: class 0 bright on top, class 1 on the left
-    x[y == 1, :, :8] += 150
-    return x, y
 
 
 class _WeightsRecorder:
@@ -128,7 +105,7 @@ def monitored(k, picture):
     """A model, a TrainingMonitor on it (a snapshot every 3 steps) and an Explorer on the monitor's state."""
     from cnnviz_widgets.widgets import TrainingMonitor
 
-    model = _model(k)
+    model = tiny_cnn(k)
     monitor = TrainingMonitor(model, picture, every=3, redraw_seconds=0.0)
     explorer = Explorer(monitor.state)
     explorer.state.layer = LAYER
@@ -144,7 +121,7 @@ def test_explorer_follows_live_training_and_the_step_shown(k, monitored):
     _assert_shows_maps_of(activations, model)
     before = _picture(activations.figure)
     assert explorer.status.value.startswith("weights: live, training")
-    x, y = _data()
+    x, y = learnable_data()
 
     model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[recorder.callback, monitor])
     # the open tab was redrawn as the network trained: it shows the maps of the weights the model has now
@@ -179,7 +156,7 @@ def test_every_view_of_the_explorer_redraws_for_new_weights(k, monitored):
     model, monitor, explorer = monitored
     state = explorer.state
     recorder = _WeightsRecorder(k, model, every=3)
-    x, y = _data()
+    x, y = learnable_data()
     model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[recorder.callback, monitor])
     titles = explorer.tabs.titles
     for index, title in enumerate(titles):

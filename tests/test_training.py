@@ -25,30 +25,7 @@ from cnnviz_widgets.training import (
     upstream_variables,
 )
 from cnnviz_widgets.training_state import TrainingState
-
-
-def _model(k, seed: int = 0, metrics=("accuracy",)):
-    """1-channel 16×16 classifier: conv(4) -> pool -> conv(6) -> flatten -> dense(3)."""
-    k.utils.set_random_seed(seed)
-    model = k.Sequential([
-        k.Input((16, 16, 1), name="pixels"),
-        k.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_a"),
-        k.layers.MaxPooling2D(name="pool_a"),
-        k.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv_b"),
-        k.layers.Flatten(name="flat"),
-        k.layers.Dense(3, activation="softmax", name="probs"),
-    ], name="trainee")
-    model.compile(k.optimizers.Adam(0.01), "sparse_categorical_crossentropy", metrics=list(metrics))
-    return model
-
-
-def _data(n: int = 64, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 3, n)
-    x = rng.random((n, 16, 16, 1)).astype("float32") * 60
-    x[y == 0, :8] += 150  # learnable: class 0 bright on top, class 1 on the left
-    x[y == 1, :, :8] += 150
-    return x, y
+from tests.tiny_training import learnable_data, tiny_cnn
 
 
 @pytest.fixture
@@ -94,7 +71,7 @@ def test_thin_steps_keeps_first_last_and_the_grid():
 
 
 def test_upstream_variables_are_what_the_visualised_layers_depend_on(k):
-    model = _model(k)
+    model = tiny_cnn(k)
     state = TrainingState(model)
     paths = [v.path for v in upstream_variables(state.graph, state.extractor.layers)]
     assert paths == [v.path for v in model.get_layer("conv_a").weights + model.get_layer("conv_b").weights]
@@ -103,7 +80,7 @@ def test_upstream_variables_are_what_the_visualised_layers_depend_on(k):
 
 
 def test_store_thins_evenly_under_the_budget_never_dropping_first_or_last(k):
-    model = _model(k)
+    model = tiny_cnn(k)
     variables = model.get_layer("conv_a").weights
     size = sum(v.numpy().nbytes for v in variables)
     store = SnapshotStore(variables, every=1, budget_bytes=5 * size)
@@ -126,7 +103,7 @@ def test_store_thins_evenly_under_the_budget_never_dropping_first_or_last(k):
 
 
 def test_store_values_are_copies_and_errors_name_the_kept_steps(k):
-    model = _model(k)
+    model = tiny_cnn(k)
     conv = model.get_layer("conv_a")
     store = SnapshotStore(conv.weights, every=5)
     store.take(0)
@@ -177,12 +154,12 @@ def test_history_keeps_training_per_batch_and_validation_per_epoch():
 
 
 def test_state_at_a_step_is_that_snapshot_and_live_is_the_model(k, picture):
-    model = _model(k)
+    model = tiny_cnn(k)
     state = TrainingState(model, picture, every=4)
     state.snapshots.take(0)
     recorded = {name: model.get_layer(name).kernel.numpy().copy() for name in ("conv_a", "conv_b")}
     maps_at_0 = state.activation("conv_b").copy()
-    x, y = _data()
+    x, y = learnable_data()
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)
     state.snapshots.take(4)
     state.refresh()
@@ -240,11 +217,11 @@ def monitor_parts(k, picture):
 def test_monitor_is_a_callback_and_scrubbing_shows_the_kernels_saved_at_each_step(k, monitor_parts):
     from cnnviz_widgets.widgets import TrainingMonitor
 
-    model = _model(k)
+    model = tiny_cnn(k)
     monitor = monitor_parts(model, every=3)
     assert isinstance(monitor, k.callbacks.Callback) and isinstance(monitor, TrainingMonitor)
     recorder = _KernelRecorder(k, model, ["conv_a", "conv_b"], every=3)
-    x, y = _data()
+    x, y = learnable_data()
     model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[recorder.callback, monitor])
     assert monitor.steps == sorted(recorder.kernels) == [0, 3, 6, 8]  # 4 batches an epoch; the end at 8
     assert monitor.errors == []
@@ -285,9 +262,9 @@ def _fmt(value):
 
 
 def test_monitor_logs_metrics_and_validation_per_step(k, monitor_parts):
-    model = _model(k, metrics=("accuracy", k.metrics.SparseTopKCategoricalAccuracy(k=2, name="top2")))
+    model = tiny_cnn(k, metrics=("accuracy", k.metrics.SparseTopKCategoricalAccuracy(k=2, name="top2")))
     monitor = monitor_parts(model, every=2)
-    x, y = _data()
+    x, y = learnable_data()
     result = model.fit(x, y, epochs=3, batch_size=16, verbose=0, validation_data=(x[:32], y[:32]),
                        callbacks=[monitor])
     history = monitor.history
@@ -312,13 +289,13 @@ def test_monitor_logs_metrics_and_validation_per_step(k, monitor_parts):
 
 
 def test_monitor_keeps_within_its_memory_budget_the_first_last_and_evenly_spaced(k, monitor_parts):
-    model = _model(k)
+    model = tiny_cnn(k)
     size = sum(v.numpy().nbytes for name in ("conv_a", "conv_b") for v in model.get_layer(name).weights)
     with pytest.raises(CnnvizError, match="cannot hold two snapshots"):
         monitor_parts(model, memory_budget_mb=1.5 * size / 2**20)
     monitor = monitor_parts(model, every=1, memory_budget_mb=5 * size / 2**20)
     recorder = _KernelRecorder(k, model, ["conv_a", "conv_b"], every=1)
-    x, y = _data()
+    x, y = learnable_data()
     model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[recorder.callback, monitor])
     steps = monitor.steps
     assert monitor.state.snapshots.nbytes <= 5 * size and len(steps) >= 3
@@ -335,7 +312,7 @@ def test_monitor_keeps_within_its_memory_budget_the_first_last_and_evenly_spaced
 
 
 def test_stop_ends_training_cleanly_and_the_model_stays_usable(k, monitor_parts):
-    model = _model(k)
+    model = tiny_cnn(k)
     monitor = monitor_parts(model, every=2)
 
     class StopAfterThree(k.callbacks.Callback):
@@ -343,7 +320,7 @@ def test_stop_ends_training_cleanly_and_the_model_stays_usable(k, monitor_parts)
             if monitor.seen == 3:
                 monitor.stop()
 
-    x, y = _data()
+    x, y = learnable_data()
     result = model.fit(x, y, epochs=5, batch_size=16, verbose=0, callbacks=[monitor, StopAfterThree()])
     assert monitor.seen == 3 and len(result.history["loss"]) == 1  # stopped inside the first epoch
     assert monitor.steps == [0, 2, 3] and not monitor.running and "Stopped" in monitor.header.value
@@ -358,9 +335,9 @@ def test_stop_ends_training_cleanly_and_the_model_stays_usable(k, monitor_parts)
 def test_pause_and_stop_a_fit_in_the_background(k, monitor_parts):
     from cnnviz_widgets.widgets import fit_in_background
 
-    model = _model(k)
+    model = tiny_cnn(k)
     monitor = monitor_parts(model, every=5)
-    x, y = _data(256)
+    x, y = learnable_data(256)
     job = monitor.fit_in_background(x, y, epochs=200, batch_size=16)
     deadline = time.monotonic() + 30
     while monitor.seen < 3 and time.monotonic() < deadline:
@@ -389,7 +366,7 @@ def test_pause_and_stop_a_fit_in_the_background(k, monitor_parts):
 
 
 def test_an_error_inside_a_view_is_shown_there_and_training_goes_on(k, monitor_parts, monkeypatch):
-    model = _model(k)
+    model = tiny_cnn(k)
     monitor = monitor_parts(model, every=2)
     grid = monitor.activation_grid
 
@@ -405,7 +382,7 @@ def test_an_error_inside_a_view_is_shown_there_and_training_goes_on(k, monitor_p
         raise ZeroDivisionError("curves broke")
 
     monkeypatch.setattr(monitor.metric_curves, "update", broken_curves)
-    x, y = _data()
+    x, y = learnable_data()
     result = model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[monitor])
     assert len(result.history["loss"]) == 2 and monitor.seen == 8  # trained to the end
     assert "RuntimeError: the picture broke" in grid.message.value and grid.error
@@ -417,9 +394,9 @@ def test_an_error_inside_a_view_is_shown_there_and_training_goes_on(k, monitor_p
 
 
 def test_an_error_in_the_callback_itself_never_ends_training(k, monitor_parts):
-    model, other = _model(k), _model(k, seed=1)
+    model, other = tiny_cnn(k), tiny_cnn(k, seed=1)
     monitor = monitor_parts(model)
-    x, y = _data()
+    x, y = learnable_data()
     result = other.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[monitor])
     assert len(result.history["loss"]) == 2
     assert any("this monitor watches 'trainee'" in e for e in monitor.errors) and monitor.steps == []
@@ -466,9 +443,9 @@ def test_monitor_under_mirrored_strategy_on_two_cpu_replicas(tmp_path):
 def test_monitor_with_a_tf_data_dataset(k, monitor_parts):
     import tensorflow as tf
 
-    model = _model(k)
+    model = tiny_cnn(k)
     monitor = monitor_parts(model, every=3)
-    x, y = _data()
+    x, y = learnable_data()
     train = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
     result = model.fit(train, epochs=2, verbose=0, shuffle=False, validation_data=train.take(1), callbacks=[monitor])
     assert monitor.steps == [0, 3, 6, 8] and monitor.history_steps["val_loss"] == [4, 8]
@@ -485,7 +462,7 @@ def test_overhead_benchmark_runs(k):
     spec = importlib.util.spec_from_file_location("cnnviz_benchmarks_training", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    result = bench.measure_overhead(bench.tiny_model, *bench.tiny_data(64), epochs=1, batch_size=16, repeats=1,
+    result = bench.measure_overhead(bench.tiny_model, *bench.tinylearnable_data(64), epochs=1, batch_size=16, repeats=1,
                                     every=2)
     assert result["steps"] == 4 and result["redraws"][0] >= 2  # the first and the last step are drawn
     for key in ("plain_s", "watched_s", "per_batch_s", "redraw_s", "monitor_build_s"):
@@ -497,10 +474,10 @@ def test_overhead_benchmark_runs(k):
 
 
 def test_the_views_tell_the_truth_sorted_bars_per_batch_curves_one_scale(k, monitor_parts):
-    model = _model(k)
+    model = tiny_cnn(k)
     monitor = monitor_parts(model, every=2)
     recorder = _KernelRecorder(k, model, ["conv_a", "conv_b"], every=2)
-    x, y = _data(56)  # 4 batches of 16 a epoch, the last one of 8
+    x, y = learnable_data(56)  # 4 batches of 16 a epoch, the last one of 8
     model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[recorder.callback, monitor])
     # The change bars are in the order the axis says, most changed first, at every redraw.
     for layer in ("conv_a", "conv_b", "conv_a"):
@@ -529,3 +506,22 @@ def test_the_views_tell_the_truth_sorted_bars_per_batch_curves_one_scale(k, moni
     assert share.shape[1] == len(monitor.steps) and np.allclose(share.sum(axis=0), 1.0)
     dead_steps, fractions = monitor.state.dead_fractions("conv_a")
     assert list(dead_steps) == monitor.steps and np.allclose(monitor.dead_filters.heat.color, fractions)  # all 8
+
+
+def test_predictions_and_explanations_are_those_of_the_step_shown(k, monitor_parts, picture):
+    model = tiny_cnn(k)
+    monitor = monitor_parts(model, every=2)
+    recorder = _KernelRecorder(k, model, ["conv_a", "conv_b"], every=2)
+    state = monitor.state
+    before = state.predictions(top=3)
+    x, y = learnable_data()
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[recorder.callback, monitor])
+    fed = state.model_input.array[None]
+    live = np.asarray(model(fed))[0]
+    np.testing.assert_allclose(state.predictions(top=3).probabilities, np.sort(live)[::-1], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(state.predictions(top=3).probabilities, before.probabilities)
+    monitor.step = 0  # step 0's weights: the probabilities before training, and its own Grad-CAM
+    np.testing.assert_allclose(state.predictions(top=3).probabilities, before.probabilities, rtol=1e-5, atol=1e-6)
+    at_start = state.explanation("grad-cam").raw
+    monitor.step = None
+    assert not np.allclose(state.explanation("grad-cam").raw, at_start)

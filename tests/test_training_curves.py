@@ -16,6 +16,7 @@ import pytest
 from cnnviz_widgets.errors import CnnvizError
 from cnnviz_widgets.training import TrainingHistory, metric_counts, smooth
 from cnnviz_widgets.training_state import TrainingState
+from tests.tiny_training import tiny_cnn
 
 N, BATCH = 58, 16  # 4 batches an epoch, the last of 10 samples
 
@@ -227,16 +228,7 @@ def test_smooth_is_tensorboards_debiased_moving_average():
 def trained(k):
     """A 16×16 CNN trained 2 epochs of 4 batches with snapshots every 3 steps, and an independent record of
     all its weights after every step."""
-    k.utils.set_random_seed(0)
-    model = k.Sequential([
-        k.Input((16, 16, 1), name="pixels"),
-        k.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_a"),
-        k.layers.MaxPooling2D(name="pool_a"),
-        k.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv_b"),
-        k.layers.Flatten(name="flat"),
-        k.layers.Dense(3, activation="softmax", name="probs"),
-    ])
-    model.compile(k.optimizers.Adam(0.05), "sparse_categorical_crossentropy")
+    model = tiny_cnn(k, metrics=(), learning_rate=0.05)
     picture = np.random.default_rng(5).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     state = TrainingState(model, picture, every=3)
     copies: dict[int, list[np.ndarray]] = {0: [w.copy() for w in model.get_weights()]}

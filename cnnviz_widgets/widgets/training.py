@@ -137,6 +137,7 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         self._seconds = 0.0  # wall time of the last fit
         self._planned_end: int | None = None  # the step a fit under way will end at, when Keras says
         self._next_redraw = 0.0
+        self._next_header = 0.0
         self._go = threading.Event()
         self._go.set()
         self._stop_asked = False
@@ -317,6 +318,7 @@ class TrainingMonitor(View, keras().callbacks.Callback):
             self.state.snapshots.take(self.seen)  # the weights before any training
         self.set_trait("running", True)
         self._redraw()
+        self._next_redraw = time.perf_counter() + self.redraw_seconds  # the first drawing's one-off costs aside
 
     @_guarded
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -335,8 +337,12 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         if paused:
             self.state.snapshots.take(self.seen)  # the step paused at can be come back to
             self._holding = True
-        if paused or time.perf_counter() >= self._next_redraw:
+        now = time.perf_counter()
+        if paused or now >= self._next_redraw:
             self._redraw()  # paused: every picture, label and the header show the step paused at
+        elif now >= self._next_header:  # the header is cheap: it keeps up between the throttled redraws
+            self._draw_header()
+            self._next_header = now + self.redraw_seconds
         if paused:
             waiting = time.perf_counter()
             self._go.wait()  # paused: only a fit off the main thread can be resumed (the controls are live)

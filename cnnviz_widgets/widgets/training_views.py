@@ -259,12 +259,26 @@ class Curves(ipywidgets.VBox):
 # -- how each filter moved ----------------------------------------------------------------------------------
 
 
-class ChangeBars(ipywidgets.VBox):
+class _Chart(ipywidgets.VBox):
+    """A chart of the monitor: a failure to draw is said in its message line, and training goes on."""
+
+    error = ""
+
+    def _drew(self) -> None:
+        self.message.value = ""
+        self.error = ""
+        show_child(self, self.figure, True)
+
+    def _failed(self, err: Exception) -> None:
+        self.error = f"{type(err).__name__}: {err}"
+        self.message.value = f'<span class="cnnviz-view-error">could not draw: {html.escape(self.error)}</span>'
+
+
+class ChangeBars(_Chart):
     """How much each filter of the current layer moved since the first snapshot, most first; a click selects."""
 
     def __init__(self, state: TrainingState):
         self.state = state
-        self.error = ""
         self.x_scale = bqplot.OrdinalScale()
         self.y_scale = bqplot.LinearScale(min=0.0)
         self.bars = bqplot.Bars(x=["0"], y=[0.0], scales={"x": self.x_scale, "y": self.y_scale},
@@ -309,12 +323,9 @@ class ChangeBars(ipywidgets.VBox):
             self.title.value = (f"<b>How much each {html.escape(state.layer)} filter moved</b> from step {steps[0]} "
                                 f"to {until}: the size of the change of its weights divided by their size at step "
                                 f"{steps[0]}. Filter {state.filter} is orange; click a bar to pick a filter.")
-            self.message.value = ""
-            self.error = ""
-            show_child(self, self.figure, True)
+            self._drew()
         except Exception as err:  # shown here; training and the other views go on
-            self.error = f"{type(err).__name__}: {err}"
-            self.message.value = f'<span class="cnnviz-view-error">could not draw: {html.escape(self.error)}</span>'
+            self._failed(err)
 
     def _on_click(self, _mark: Any, content: dict) -> None:
         index = content.get("data", {}).get("index")
@@ -325,7 +336,7 @@ class ChangeBars(ipywidgets.VBox):
 # -- one value per (row, kept step) -------------------------------------------------------------------------
 
 
-class StepPicture(ipywidgets.VBox):
+class StepPicture(_Chart):
     """A heat map with the kept training steps along x: the weight distribution, or each filter's dead fraction.
 
     `compute(state)` returns (steps, row_edges or row indices, values (rows, steps), caption); the picture is
@@ -337,7 +348,6 @@ class StepPicture(ipywidgets.VBox):
                  color_range: tuple[float, float] | None = None, scheme: str = "viridis", y_format: str = ".2~g"):
         self.state = state
         self.compute = compute
-        self.error = ""
         self.x_scale = bqplot.LinearScale(allow_padding=False)
         self.y_scale = bqplot.LinearScale(allow_padding=False)
         self.color_scale = bqplot.ColorScale(scheme=scheme)
@@ -350,8 +360,8 @@ class StepPicture(ipywidgets.VBox):
             axes=[bqplot.Axis(scale=self.x_scale, label="training step", grid_lines="none", num_ticks=5,
                               tick_format="d", label_offset="36px"),
                   bqplot.Axis(scale=self.y_scale, side="left", label=y_label, grid_lines="none", num_ticks=5,
-                              tick_format=y_format, label_offset="56px")],
-            fig_margin=dict(top=16, bottom=60, left=76, right=20), display_toolbar=False,
+                              tick_format=y_format, label_offset="66px")],
+            fig_margin=dict(top=16, bottom=60, left=86, right=20), display_toolbar=False,
             layout=ipywidgets.Layout(width="100%", height="240px"))
         self.figure.add_class(css_class)
         self.title = _css(ipywidgets.HTML(""), "cnnviz-chart-caption")
@@ -393,12 +403,9 @@ class StepPicture(ipywidgets.VBox):
                                          f"{format_number(high)}")
             self.title.value = title
             self.caption.value = html.escape(caption)
-            self.message.value = ""
-            self.error = ""
-            show_child(self, self.figure, True)
+            self._drew()
         except Exception as err:  # shown here; training and the other views go on
-            self.error = f"{type(err).__name__}: {err}"
-            self.message.value = f'<span class="cnnviz-view-error">could not draw: {html.escape(self.error)}</span>'
+            self._failed(err)
 
 
 def weight_distribution_picture(state: TrainingState, bins: int = 30) -> tuple:

@@ -255,8 +255,16 @@ def _shot(page, path: Path, width: int) -> None:
     """The whole monitor: the window is made tall enough for it, so the notebook's scrolling cuts nothing."""
     monitor = page.widget(MONITOR)
     page.page.set_viewport_size({"width": width, "height": int(monitor.bounding_box()["height"]) + 400})
-    page.page.wait_for_timeout(600)
     monitor.scroll_into_view_if_needed()
+    # bqplot lays each figure out again (debounced) after a resize: wait until every drawing fits its figure
+    page.page.wait_for_function(
+        """(sel) => [...document.querySelectorAll(sel + ' .bqplot')].every(f => {
+            const box = f.getBoundingClientRect();
+            return [...f.querySelectorAll('svg, svg image')].every(e => {
+                const r = e.getBoundingClientRect(); return r.left >= box.left - 2 && r.right <= box.right + 2; });
+        })""",
+        arg=page.scoped(MONITOR), timeout=10_000, polling=200)
+    page.page.wait_for_timeout(300)
     page.page.mouse.move(0, 0)
     monitor.screenshot(path=str(path), animations="disabled", caret="hide")
     page.page.set_viewport_size({"width": width, "height": 1000})
