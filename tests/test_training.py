@@ -462,7 +462,7 @@ def test_overhead_benchmark_runs(k):
     spec = importlib.util.spec_from_file_location("cnnviz_benchmarks_training", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    result = bench.measure_overhead(bench.tiny_model, *bench.tinylearnable_data(64), epochs=1, batch_size=16, repeats=1,
+    result = bench.measure_overhead(bench.tiny_model, *bench.tiny_data(64), epochs=1, batch_size=16, repeats=1,
                                     every=2)
     assert result["steps"] == 4 and result["redraws"][0] >= 2  # the first and the last step are drawn
     for key in ("plain_s", "watched_s", "per_batch_s", "redraw_s", "monitor_build_s"):
