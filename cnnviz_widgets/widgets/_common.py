@@ -84,7 +84,7 @@ def message_line() -> ipywidgets.HTML:
 
 def colored(text: str, kind: str = "note") -> str:
     """`text` as HTML in the theme's colour for `kind`: "note" (muted) or "error"."""
-    colour = {"note": "var(--jp-ui-font-color2, #555)", "error": "var(--jp-error-color1, #a33)"}[kind]
+    colour = {"note": "var(--jp-ui-font-color2, #555)", "error": "var(--jp-error-color1, #c62828)"}[kind]
     return f'<span style="color: {colour}">{html.escape(text)}</span>'
 
 
@@ -250,7 +250,7 @@ class View(ipywidgets.VBox):
         if len(text) > _PROBLEM_CHARS:
             text = text[: _PROBLEM_CHARS - 1].rstrip() + "…"
         message = self._problem_line()
-        message.value = f'<span style="color: var(--jp-error-color1, #a33)">{html.escape(text)}</span>'
+        message.value = colored(text, "error")
         self._problem_html = message.value
         controls = getattr(self, "controls", None)
         for child in tuple(self.children):

@@ -20,7 +20,7 @@ import traitlets
 from .. import render
 from ..effects import FilterBreakdown, parse_channels
 from ..errors import CnnvizError, LayerError
-from ._common import View, as_state, close_all, format_number, show_child
+from ._common import View, as_state, close_all, colored, format_number, show_child
 from .mosaic import MosaicFigure
 
 MAP_SIDE = 192
@@ -130,8 +130,7 @@ class FilterEffect(View):
             self._show_message_only(str(err))
             return
         self.breakdown = breakdown
-        self.message.value = (f'<span style="color: var(--jp-error-color1, #a33)">{html.escape(problem)}</span>'
-                              if problem else "")
+        self.message.value = colored(problem, "error") if problem else ""
         show_child(self, self.figures, True)
         self.heading.value = self._heading(breakdown, picked=channels is not None)
         self._draw(breakdown)
@@ -231,7 +230,7 @@ class FilterEffect(View):
         self.breakdown = None
         self.heading.value = ""
         show_child(self, self.figures, False)
-        self.message.value = f'<span style="color: var(--jp-ui-font-color2, #555)">{html.escape(text)}</span>'
+        self.message.value = colored(text)
 
     # -- events ----------------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from ..errors import CnnvizError, CnnvizWarning
 from ..export import export_png, figures_of
 from ..state import ModelState
 from ..training_state import TrainingState
-from ._common import WEIGHTS_TRAIT, close_all, starting_hidden, stylesheet
+from ._common import WEIGHTS_TRAIT, close_all, colored, starting_hidden, stylesheet
 from .about import model_header
 from .effect import FilterEffect
 from .explain import ClassActivationMap, CompareImages, Predictions
@@ -307,8 +307,7 @@ class Explorer(ipywidgets.VBox):
             text = _plain(str(error), name)
             self._show_error(f"{text}{'' if text.endswith('.') else '.'} The previous image stays.")
         elif notes:
-            self.message.value = (f'<span style="color: var(--jp-ui-font-color2, #555)">'
-                                  f'{html.escape(" ".join(notes))}</span>')
+            self.message.value = colored(" ".join(notes))
         else:
             self.message.value = ""
 
@@ -332,7 +331,7 @@ class Explorer(ipywidgets.VBox):
                               "its metadata)")
 
     def _show_error(self, text: str) -> None:
-        self.message.value = f'<span style="color: var(--jp-error-color1, #c62828)">{html.escape(text)}</span>'
+        self.message.value = colored(text, "error")
 
     # -- lifetime --------------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import traitlets
 from .. import render
 from .._lru import LruCache
 from ..errors import CnnvizError
-from ._common import View, as_state, close_all, format_number, show_child
+from ._common import View, as_state, close_all, colored, format_number, show_child
 from .mosaic import MosaicFigure
 
 _KERNEL_TILE_PX = 24  # a 3×3 kernel is sent as 24×24 px of crisp cells rather than blurred by the browser
@@ -209,7 +209,7 @@ class _PagedMosaicView(View):
         self.page_slider.layout.display = "none"
         self.page_label.value = ""
         show_child(self, self.body, False)
-        self.message.value = f'<span style="color: var(--jp-ui-font-color2, #555)">{self._message()}</span>'
+        self.message.value = colored(self._message())
         self._drawn_key = None
 
     def close(self) -> None:

@@ -34,7 +34,7 @@ from .._keras import keras
 from ..errors import CnnvizError
 from ..training import DEFAULT_BUDGET_BYTES, TrainingHistory, metric_counts, rank_by_change
 from ..training_state import TrainingState
-from ._common import View, close_all, format_number
+from ._common import View, close_all, colored, format_number
 from .training_views import (
     MONITOR_CSS,
     ChangeBars,
@@ -536,8 +536,7 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         text = f"{where}: {type(err).__name__}: {err}"
         self.errors.append(text)
         shown = self.errors[-3:]
-        self.error_box.value = ('<div class="cnnviz-view-error" style="color: var(--jp-error-color1, #c00)">'
-                                + "<br>".join(html.escape(t) for t in shown) + "</div>")
+        self.error_box.value = "<br>".join(colored(t, "error") for t in shown)
 
     # -- controls ----------------------------------------------------------------------------------------
 

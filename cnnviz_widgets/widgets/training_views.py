@@ -21,7 +21,7 @@ import numpy as np
 
 from ..training import TrainingHistory, rank_by_change, smooth
 from ..training_state import TrainingState
-from ._common import format_number, show_child
+from ._common import colored, format_number, show_child
 from .grids import ActivationGrid, WeightGrid
 
 _CURVE_POINTS = 800  # a curve sends at most this many points per redraw
@@ -93,7 +93,7 @@ class FollowsTraining:
                 self.error = ""
             except Exception as err:  # a broken picture must not stop training: say it where the picture was
                 self.error = f"{type(err).__name__}: {err}"
-                self.message.value = f'<span class="cnnviz-view-error">could not draw: {html.escape(self.error)}</span>'
+                self.message.value = colored(f"could not draw: {self.error}", "error")
 
 
 class TrainingWeightGrid(FollowsTraining, WeightGrid):
@@ -271,7 +271,7 @@ class _Chart(ipywidgets.VBox):
 
     def _failed(self, err: Exception) -> None:
         self.error = f"{type(err).__name__}: {err}"
-        self.message.value = f'<span class="cnnviz-view-error">could not draw: {html.escape(self.error)}</span>'
+        self.message.value = colored(f"could not draw: {self.error}", "error")
 
 
 class ChangeBars(_Chart):
