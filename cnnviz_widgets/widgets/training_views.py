@@ -166,7 +166,7 @@ class Curves(ipywidgets.VBox):
     def __init__(self, title: str, css_class: str):
         self.quantity = title
         self.x_scale = bqplot.LinearScale(min=0.0, allow_padding=False)
-        self.y_scale = bqplot.LinearScale()
+        self.y_scale = bqplot.LinearScale(allow_padding=False)  # no negative tick under a loss that cannot be
         self._rule_scale = bqplot.LinearScale(min=0.0, max=1.0)
         rule_scales = {"x": self.x_scale, "y": self._rule_scale}
         self.epoch_rules = bqplot.Lines(x=[[0.0, 0.0]], y=[[0.0, 1.0]], scales=rule_scales, colors=["#9e9e9e"],
