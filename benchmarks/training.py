@@ -12,7 +12,7 @@ of notebooks/05_watch_a_cnn_learn.ipynb (load_digits upsampled to 32×32, 8 epoc
 
 Run here, outside a kernel, widget updates are not sent anywhere: in a notebook each redraw also pays the
 messages to the browser (measured in notebook 05: about 80 ms a redraw instead of 60). The redraws are
-throttled to at most `max_overhead` (5 %) of the wall time either way.
+throttled to at most `max_overhead` (4 %) of the wall time either way.
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ class TrainingMonitor(View, keras().callbacks.Callback):
 
     def __init__(self, model: Any, image: Any = None, every: int = 10, *,
                  memory_budget_mb: float = DEFAULT_BUDGET_BYTES / 2**20, redraw_seconds: float = 0.5,
-                 max_overhead: float = 0.05, **state_kwargs: Any):
+                 max_overhead: float = 0.04, **state_kwargs: Any):
         if not redraw_seconds >= 0 or not 0 < max_overhead <= 1:
             raise CnnvizError(f"redraw_seconds must be >= 0 and max_overhead in (0, 1]; got {redraw_seconds!r} "
                               f"and {max_overhead!r}")
@@ -121,7 +121,9 @@ class TrainingMonitor(View, keras().callbacks.Callback):
                                     **{k: v for k, v in state_kwargs.items() if k != "layer"})
         self._links = [traitlets.link((state, name), (self._first, name)) for name in ("layer", "channel", "filter")]
         self.logged = TrainingHistory()
-        self._updating_slider = False
+        # Set while this code moves the step controls, per thread: the training thread moves them too, and a
+        # user's move handled meanwhile in the notebook's thread must not be taken for one of ours.
+        self._moving = threading.local()
         self.redraw_seconds = float(redraw_seconds)
         self.max_overhead = float(max_overhead)
         self.errors: list[str] = []
@@ -137,7 +139,7 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         self._seconds = 0.0  # wall time of the last fit
         self._planned_end: int | None = None  # the step a fit under way will end at, when Keras says
         self._next_redraw = 0.0
-        self._next_header = 0.0
+        self._redraw_costs: list[float] = []  # the last few, for the throttle
         self._go = threading.Event()
         self._go.set()
         self._stop_asked = False
@@ -318,7 +320,6 @@ class TrainingMonitor(View, keras().callbacks.Callback):
             self.state.snapshots.take(self.seen)  # the weights before any training
         self.set_trait("running", True)
         self._redraw()
-        self._next_redraw = time.perf_counter() + self.redraw_seconds  # the first drawing's one-off costs aside
 
     @_guarded
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -337,12 +338,8 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         if paused:
             self.state.snapshots.take(self.seen)  # the step paused at can be come back to
             self._holding = True
-        now = time.perf_counter()
-        if paused or now >= self._next_redraw:
+        if paused or time.perf_counter() >= self._next_redraw:
             self._redraw()  # paused: every picture, label and the header show the step paused at
-        elif now >= self._next_header:  # the header is cheap: it keeps up between the throttled redraws
-            self._draw_header()
-            self._next_header = now + self.redraw_seconds
         if paused:
             waiting = time.perf_counter()
             self._go.wait()  # paused: only a fit off the main thread can be resumed (the controls are live)
@@ -394,7 +391,10 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         cost = time.perf_counter() - start
         self.redraws += 1
         self.redraw_time += cost
-        self._next_redraw = time.perf_counter() + max(self.redraw_seconds, cost / self.max_overhead)
+        # The less of the last two costs: a drawing that pays one-off costs (the first of a layer, tracing)
+        # does not hold the next ones back for long.
+        self._redraw_costs = [*self._redraw_costs[-1:], cost]
+        self._next_redraw = time.perf_counter() + max(self.redraw_seconds, min(self._redraw_costs) / self.max_overhead)
 
     def _draw_charts(self) -> None:
         for chart in (self.change_bars, self.distribution, self.dead_filters):
@@ -496,7 +496,7 @@ class TrainingMonitor(View, keras().callbacks.Callback):
             self.step = self.state.snapshots.nearest(self.step)
         value = self._live_value() if self.step is None else self.step
         end = self._step_slider_end()
-        self._updating_slider = True
+        self._moving.controls = True
         try:
             if end != self.step_slider.max:
                 old, self.step_slider = self.step_slider, self._new_step_slider(end)
@@ -514,7 +514,7 @@ class TrainingMonitor(View, keras().callbacks.Callback):
             for name in ("max", "value") if top >= self.replay.max else ("value", "max"):
                 setattr(self.replay, name, top if name == "max" else value)
         finally:
-            self._updating_slider = False
+            self._moving.controls = False
 
     def _draw_step_words(self) -> None:
         steps = self.steps
@@ -565,7 +565,7 @@ class TrainingMonitor(View, keras().callbacks.Callback):
             self.step = change["new"]  # set on the state from code: the monitor follows
 
     def _on_step_slider(self, change: traitlets.Bunch) -> None:
-        if self._updating_slider:
+        if getattr(self._moving, "controls", False):
             return
         steps = self.steps
         if not steps:

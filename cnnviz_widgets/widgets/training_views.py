@@ -26,7 +26,7 @@ from .grids import ActivationGrid, WeightGrid
 
 _CURVE_POINTS = 800  # a curve sends at most this many points per redraw
 STEP_COLUMNS = 20  # the weight distribution shows at most this many kept steps
-DEAD_COLUMNS = 12  # the dead filters: fewer, each is one forward pass (the monitor's cost stays <= 10 % of a fit)
+DEAD_COLUMNS = 10  # the dead filters: fewer, each is one forward pass (the monitor's cost stays <= 10 % of a fit)
 _MAX_BARS = 64
 # Training and validation apart in colour AND in shape (a line, points): blue and orange stay distinct under
 # the common colour-vision deficiencies.
