@@ -13,12 +13,14 @@ or with CNNVIZ_UPDATE_SCREENSHOT=1.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.browser.harness import DOCS, WIDTHS, write_notebook
 
@@ -257,17 +259,23 @@ def _shot(page, path: Path, width: int) -> None:
     page.page.set_viewport_size({"width": width, "height": int(monitor.bounding_box()["height"]) + 400})
     monitor.scroll_into_view_if_needed()
     # bqplot lays each figure out again (debounced) after a resize: wait until every drawing fits its figure
+    # (a picture only: what does not fit is measured, and reported, by `_look`)
+    with contextlib.suppress(PlaywrightTimeout):
+        _wait_drawings_fit(page)
+    page.page.mouse.move(0, 0)  # no hover: no tooltip in the picture
+    page.page.wait_for_timeout(300)
+    monitor.screenshot(path=str(path), animations="disabled", caret="hide")
+    page.page.set_viewport_size({"width": width, "height": 1000})
+
+
+def _wait_drawings_fit(page) -> None:
     page.page.wait_for_function(
         """(sel) => [...document.querySelectorAll(sel + ' .bqplot')].every(f => {
             const box = f.getBoundingClientRect();
             return [...f.querySelectorAll('svg, svg image')].every(e => {
                 const r = e.getBoundingClientRect(); return r.left >= box.left - 2 && r.right <= box.right + 2; });
         })""",
-        arg=page.scoped(MONITOR), timeout=10_000, polling=200)
-    page.page.wait_for_timeout(300)
-    page.page.mouse.move(0, 0)
-    monitor.screenshot(path=str(path), animations="disabled", caret="hide")
-    page.page.set_viewport_size({"width": width, "height": 1000})
+        arg=page.scoped(MONITOR), timeout=15_000, polling=200)
 
 
 @pytest.fixture(autouse=True)
