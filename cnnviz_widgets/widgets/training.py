@@ -522,12 +522,12 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         self.first_label.value = f"<b>Step {first}</b>" + (" (before training)" if first == 0 else "")
         if self.step is None:
             when = f"now (step {self.seen})" if self.running else f"the end (step {self.seen})" if self.seen else "now"
-            self.now_label.value = f"<b>{when.capitalize()}</b>"
             shown = f"Showing {when}"
         else:
-            self.now_label.value = f"<b>Step {self.step}</b>"
+            when = f"step {self.step}"
             shown = f"Showing step {self.step} of {self.seen}"
-        self.activations_label.value = f"<b>What the filters see</b>, {self.now_label.value[3:-4].lower()}"
+        self.now_label.value = f"<b>{when.capitalize()}</b>"
+        self.activations_label.value = f"<b>What the filters see</b>, {when}"
         saved = f" · weights saved at {len(steps)} steps" if steps else ""
         self.step_label.value = shown + saved
 
