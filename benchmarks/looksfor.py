@@ -54,7 +54,7 @@ def bench_scan(state: Any, n_images: int, batch_size: int, repeats: int) -> list
     def predict() -> float:
         images = pictures()
         start = time.perf_counter()
-        x = np.stack([state._prepare(p).array for p in images])
+        x = np.stack([state.prepare(p).array for p in images])
         model.predict(x, batch_size=batch_size, verbose=0)
         return time.perf_counter() - start
 

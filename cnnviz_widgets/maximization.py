@@ -26,6 +26,7 @@ import numpy as np
 
 from .analysis import receptive_field
 from .errors import CnnvizError, LayerError
+from .feed import ModelFeed
 from .inputs import preprocess_name, scale_rgb
 from .scan import _cancelled, _progress_bar, cache_dir, weights_key
 
@@ -66,7 +67,7 @@ class FeatureVisualization:
     objective_kind: str = "channel"
 
 
-def maximize(state: Any, layer: str, filter: int | Sequence[int], steps: int = 256, *, size: int = 128,
+def maximize(state: ModelFeed, layer: str, filter: int | Sequence[int], steps: int = 256, *, size: int = 128,
              lr: float = 0.05, param: str = "fourier", jitter: int | None = None, scale: float = 0.1,
              rotate: float = 10.0, blur_every: int = 4, seed: int = 0, objective: str = "auto",
              progress: bool | Callable[[int, int], None] = True, cancel: Any = None,
@@ -99,7 +100,7 @@ def maximize(state: Any, layer: str, filter: int | Sequence[int], steps: int = 2
     settings = dict(layer=name, filters=[int(f) for f in filters], steps=int(steps), side=side, lr=float(lr),
                     param=param, jitter=int(jitter), scale=float(scale), rotate=float(rotate),
                     blur_every=int(blur_every), seed=int(seed), objective=objective,
-                    preprocess=preprocess_name(state._preprocess))
+                    preprocess=preprocess_name(state.preprocessing))
     folder = cache_dir(cache)
     path = None
     if folder is not None:
@@ -132,7 +133,7 @@ def _quietly(function: Callable, *args: Any) -> Any:
         logger.setLevel(level)
 
 
-def _check(state: Any, layer: str, filters: list, steps: int, size: int, param: str) -> str:
+def _check(state: ModelFeed, layer: str, filters: list, steps: int, size: int, param: str) -> str:
     if layer not in state.layers or layer == state.input_layer:
         state.graph.node(layer)  # unknown: LayerError with the list
         raise LayerError(f"{layer} cannot be maximised: pick a conv or pooling layer among "
@@ -152,13 +153,13 @@ def _check(state: Any, layer: str, filters: list, steps: int, size: int, param: 
         raise CnnvizError(f"size must be an int of at least 16 pixels; got {size!r}")
     if param not in PARAMETRISATIONS:
         raise CnnvizError(f"param must be one of {', '.join(PARAMETRISATIONS)}; got {param!r}")
-    if callable(state._preprocess):
+    if callable(state.preprocessing):
         raise CnnvizError("maximize needs a named preprocessing (caffe, tf, torch, unit, none) to stay "
                           "differentiable; this state uses a custom function")
     return layer
 
 
-def _objective_model(state: Any, name: str, filters: list[int], what: str) -> Callable:
+def _objective_model(state: ModelFeed, name: str, filters: list[int], what: str) -> Callable:
     """x (N, H, W, C) fed -> (N,) the mean pre-activation of filters[i] for batch item i (or its centre unit)."""
     import tensorflow as tf
 
@@ -209,7 +210,7 @@ def _to_fed(tf: Any, rgb01: Any, mode: str, channels: int) -> Any:
     return scale_rgb(x, mode) if mode in ("caffe", "tf", "torch", "unit") else x
 
 
-def _optimise(state: Any, name: str, filters: list[int], what: str, steps: int, side: tuple[int, int], lr: float,
+def _optimise(state: ModelFeed, name: str, filters: list[int], what: str, steps: int, side: tuple[int, int], lr: float,
               param: str, jitter: int, scale: float, rotate: float, blur_every: int, seed: int, progress: Any,
               cancel: Any) -> list[FeatureVisualization]:
     import tensorflow as tf
@@ -217,7 +218,7 @@ def _optimise(state: Any, name: str, filters: list[int], what: str, steps: int, 
     from ._keras import keras
 
     objective = _objective_model(state, name, filters, what)
-    mode = preprocess_name(state._preprocess)
+    mode = preprocess_name(state.preprocessing)
     channels = int(state.graph.input_shape[-1])
     n, (h, w) = len(filters), side
     rng = np.random.default_rng(seed)

@@ -31,6 +31,7 @@ import numpy as np
 from . import images as _images
 from .analysis import receptive_field
 from .errors import CnnvizError, LayerError
+from .feed import ModelFeed
 from .inputs import preprocess_name
 from .memory import check_fits
 
@@ -383,7 +384,7 @@ def _progress_bar(progress: Any, total: int, done: int) -> tuple[Callable[[int],
     return (lambda n: None), (lambda: None)
 
 
-def scan_layers(state: Any, layers: Sequence[str] | None) -> list[str]:
+def scan_layers(state: ModelFeed, layers: Sequence[str] | None) -> list[str]:
     """The layers a scan covers: `layers`, or every visualised conv layer of the state's model."""
     if layers is None:
         return [n for n in state.layers if state.layer_kind(n) == "conv"]
@@ -422,7 +423,7 @@ class _Reducer:
         self.map_sizes = {n: tuple(graph.nodes[n].output_shape[1:3]) for n in layers}
 
 
-def top_examples(state: Any, images: Any, k: int = 9, layers: Sequence[str] | None = None, batch_size: int = 32,
+def top_examples(state: ModelFeed, images: Any, k: int = 9, layers: Sequence[str] | None = None, batch_size: int = 32,
                  ids: Sequence[Any] | None = None, *, cache: bool | str | os.PathLike = True,
                  progress: bool | Callable[[int, int], None] = True, cancel: Any = None,
                  checkpoint_seconds: float = 30.0) -> TopExamples:
@@ -450,7 +451,7 @@ def top_examples(state: Any, images: Any, k: int = 9, layers: Sequence[str] | No
         raise CnnvizError(f"batch_size must be a positive int; got {batch_size!r}")
     names = scan_layers(state, layers)
     source = _Source(images, ids)
-    model_key = weights_key(state.model, names, int(k), preprocess_name(state._preprocess), state.max_side)
+    model_key = weights_key(state.model, names, int(k), preprocess_name(state.preprocessing), state.max_side)
     collection = hashlib.blake2b(model_key.encode(), digest_size=16)
     for image_id, digest in zip(source.ids, source.digests, strict=True):
         collection.update(f"{image_id!r}:{digest};".encode())
@@ -485,7 +486,7 @@ def top_examples(state: Any, images: Any, k: int = 9, layers: Sequence[str] | No
     return top
 
 
-def _run(state: Any, top: TopExamples, source: _Source, batch_size: int, progress: Any, cancel: Any,
+def _run(state: ModelFeed, top: TopExamples, source: _Source, batch_size: int, progress: Any, cancel: Any,
          partial: Path | None, checkpoint_seconds: float) -> None:
     total = len(source.ids)
     reducer = _Reducer(state.graph, top.layers)
@@ -504,7 +505,7 @@ def _run(state: Any, top: TopExamples, source: _Source, batch_size: int, progres
     try:
         for position, picture in source.pictures(top.n_done):
             try:
-                fed = state._prepare(picture)
+                fed = state.prepare(picture)
             except CnnvizError as err:
                 raise type(err)(f"image {source.ids[position]!r}: {err}") from None
             if batch and (fed.array.shape != batch[0][1].shape or len(batch) == batch_size):
@@ -525,7 +526,7 @@ def _run(state: Any, top: TopExamples, source: _Source, batch_size: int, progres
             top.save(partial)  # cancelled, or an exception (KeyboardInterrupt too): the next call resumes here
 
 
-def _fold_batch(state: Any, top: TopExamples, reducer: _Reducer, batch: list, fields: dict) -> None:
+def _fold_batch(state: ModelFeed, top: TopExamples, reducer: _Reducer, batch: list, fields: dict) -> None:
     x = np.stack([item[1] for item in batch])
     check_fits(2 * state.extractor.output_bytes(x.shape[1:]) * len(batch),
                f"a batch of {len(batch)} images of {x.shape[2]}×{x.shape[1]}", "choose a smaller batch_size")

@@ -250,9 +250,17 @@ class ModelState(traitlets.HasTraits):
         self._input, self._input_key = prepared, key
         return picture
 
-    def _prepare(self, picture: np.ndarray) -> ModelInput:
-        """The model input for an RGB picture (size policy, channels, preprocessing); ImageError if unusable."""
+    def prepare(self, picture: np.ndarray) -> ModelInput:
+        """The model input for an RGB uint8 picture (size policy, channels, preprocessing); ImageError if unusable.
+
+        Kept for the last few pictures, so preparing one again costs nothing (`feed.ModelFeed`).
+        """
         return self._prepare_keyed(picture)[0]
+
+    @property
+    def preprocessing(self) -> Preprocess:
+        """How a picture's RGB values become the model's input: a Keras mode name, a callable, or None."""
+        return self._preprocess
 
     def _prepare_keyed(self, picture: np.ndarray) -> tuple[ModelInput, str]:
         """`_prepare`'s model input and the cache key of its fed array.
@@ -523,7 +531,7 @@ class ModelState(traitlets.HasTraits):
         """Another image (anything `load_image` takes, or a sample name) prepared as this model's input."""
         if isinstance(source, str) and source in images.SAMPLE_IMAGES:
             source = images.sample_image(source)
-        return self._prepare(images.load_image(source))
+        return self.prepare(images.load_image(source))
 
     def activation_for(self, model_input: ModelInput, layer: str | None = None) -> np.ndarray:
         """(H, W, C) float32 output of `layer` for another prepared image (see `prepare_image`).

@@ -192,3 +192,24 @@ def test_sample_collection_tiles_and_mirrors_the_bundled_photos():
     assert len(cw.sample_collection(64, skimage=False, limit=7)[0]) == 7
     with pytest.raises(CnnvizError, match="side must be an int of at least 8 pixels; got 4"):
         cw.sample_collection(4)
+
+
+def test_the_core_takes_any_model_feed_not_only_a_model_state(state, pictures, single):
+    """scan.top_examples reads only the public protocol `feed.ModelFeed`: a plain object that delegates to a
+    state's public names (and is no ModelState) gives the same scan."""
+
+    class Feed:
+        def __init__(self, inner):
+            self.model, self.graph, self.extractor, self.max_side = (inner.model, inner.graph, inner.extractor,
+                                                                    inner.max_side)
+            self.layers, self.input_layer, self.preprocessing = inner.layers, inner.input_layer, inner.preprocessing
+            self.prepare, self.layer_kind, self.n_filters = inner.prepare, inner.layer_kind, inner.n_filters
+            self.previous_layer, self.weights = inner.previous_layer, inner.weights
+
+    feed = Feed(state)
+    assert not isinstance(feed, ModelState)
+    top = cw.top_examples(feed, pictures, k=4, batch_size=5, cache=False, progress=False)
+    for layer in ("conv1", "conv2"):
+        for f in range(2):
+            assert top.sources(layer, f) == single.sources(layer, f)
+            np.testing.assert_array_equal(top.scores(layer, f), single.scores(layer, f))

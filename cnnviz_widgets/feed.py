@@ -1,0 +1,48 @@
+"""What feeding a model needs, as a small public protocol that the core functions take.
+
+`scan.top_examples` and `maximization.maximize` need a model with its layer graph, the way a picture becomes
+its input, and the activation extractor; `ModelState` implements all of it, and a test (or another front end)
+can pass any object that does. The core reads nothing private of what it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from .activations import ActivationExtractor
+from .inputs import ModelInput, Preprocess
+from .models import ModelGraph
+
+
+class ModelFeed(Protocol):
+    """A model, its graph and how a picture is fed to it (`ModelState` is one)."""
+
+    model: Any
+    graph: ModelGraph
+    extractor: ActivationExtractor
+    max_side: int
+
+    @property
+    def layers(self) -> Sequence[str]:
+        """The visualised layers in network order, the input first."""
+
+    @property
+    def input_layer(self) -> str: ...
+
+    @property
+    def preprocessing(self) -> Preprocess:
+        """How a picture's RGB values become the model's input (a Keras mode name, a callable, or None)."""
+
+    def prepare(self, picture: np.ndarray) -> ModelInput:
+        """The model input for an RGB uint8 picture (size policy, channels, preprocessing)."""
+
+    def layer_kind(self, layer: str | None = None) -> str: ...
+
+    def n_filters(self, layer: str | None = None) -> int: ...
+
+    def previous_layer(self, layer: str | None = None) -> str: ...
+
+    def weights(self, layer: str | None = None) -> tuple[np.ndarray, np.ndarray]: ...
