@@ -334,6 +334,13 @@ def as_state(state_or_model: Any) -> ModelState:
     return state_or_model if isinstance(state_or_model, ModelState) else ModelState(state_or_model)
 
 
+def with_classes(widget: Any, *names: str) -> Any:
+    """`widget` with the CSS classes `names` added (browser tests find parts by them); returns the widget."""
+    for name in names:
+        widget.add_class(name)
+    return widget
+
+
 def format_number(value: float) -> str:
     """Short readable number for labels and tooltips: 0.00, 0.215, 35.1, 1234."""
     size = abs(value)

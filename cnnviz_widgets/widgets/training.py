@@ -34,7 +34,7 @@ from .._keras import keras
 from ..errors import CnnvizError
 from ..training import DEFAULT_BUDGET_BYTES, TrainingHistory, metric_counts, rank_by_change
 from ..training_state import TrainingState
-from ._common import View, close_all, colored, format_number
+from ._common import View, close_all, colored, format_number, with_classes
 from .training_views import (
     MONITOR_CSS,
     ChangeBars,
@@ -42,7 +42,6 @@ from .training_views import (
     StepPicture,
     TrainingActivationGrid,
     TrainingWeightGrid,
-    _css,
     dead_fraction_picture,
     weight_distribution_picture,
 )
@@ -148,39 +147,39 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         self._ignoring = False
         self._state_handlers: list[tuple[Callable, list[str]]] = []
 
-        self.header = _css(ipywidgets.HTML(""), "cnnviz-training-header")
-        self.layer_slider = _css(ipywidgets.SelectionSlider(
+        self.header = with_classes(ipywidgets.HTML(""), "cnnviz-training-header")
+        self.layer_slider = with_classes(ipywidgets.SelectionSlider(
             options=state.layers, value=state.layer, description="layer", continuous_update=True,
             layout=ipywidgets.Layout(width="360px")), "cnnviz-layer-slider")
-        self.channel_slider = _css(ipywidgets.IntSlider(
+        self.channel_slider = with_classes(ipywidgets.IntSlider(
             value=state.channel, min=0, max=max(1, state.n_channels() - 1), description="input channel",
             style={"description_width": "initial"}), "cnnviz-channel-slider")
-        self.filter_slider = _css(ipywidgets.IntSlider(
+        self.filter_slider = with_classes(ipywidgets.IntSlider(
             value=state.filter, min=0, max=max(1, state.n_filters() - 1), description="filter"),
             "cnnviz-filter-slider")
-        self.image_picker = _css(ipywidgets.Dropdown(
+        self.image_picker = with_classes(ipywidgets.Dropdown(
             options=[(f"image {i}", i) for i in range(len(self._images))], value=0, description="image",
             layout=ipywidgets.Layout(width="200px", display=None if len(self._images) > 1 else "none")),
             "cnnviz-image-picker")
         self.step_slider = self._new_step_slider(1)
-        self.replay = _css(ipywidgets.Play(value=1, min=0, max=1, interval=_REPLAY_MS, disabled=True,
+        self.replay = with_classes(ipywidgets.Play(value=1, min=0, max=1, interval=_REPLAY_MS, disabled=True,
                                            description="replay", tooltip="replay the kept steps",
                                            show_repeat=False), "cnnviz-replay")
-        self.step_label = _css(ipywidgets.HTML(""), "cnnviz-step-label")
-        self.pause_button = _css(ipywidgets.ToggleButton(value=False, description="pause", icon="pause",
+        self.step_label = with_classes(ipywidgets.HTML(""), "cnnviz-step-label")
+        self.pause_button = with_classes(ipywidgets.ToggleButton(value=False, description="pause", icon="pause",
                                                          disabled=True,
                                                          tooltip="pause training after the current batch"),
                                  "cnnviz-pause-button")
-        self.stop_button = _css(ipywidgets.Button(description="stop", icon="stop", button_style="warning",
+        self.stop_button = with_classes(ipywidgets.Button(description="stop", icon="stop", button_style="warning",
                                                   disabled=True, tooltip="end training after the current batch"),
                                 "cnnviz-stop-button")
-        self.smoothing_slider = _css(ipywidgets.FloatSlider(
+        self.smoothing_slider = with_classes(ipywidgets.FloatSlider(
             value=self.smoothing, min=0.0, max=0.99, step=0.01, description="smoothing", continuous_update=True,
             layout=ipywidgets.Layout(width="300px")), "cnnviz-smoothing-slider")
-        self.metric_picker = _css(ipywidgets.Dropdown(options=[], description="metric",
+        self.metric_picker = with_classes(ipywidgets.Dropdown(options=[], description="metric",
                                                       layout=ipywidgets.Layout(width="240px", display="none")),
                                   "cnnviz-metric-picker")
-        self.error_box = _css(ipywidgets.HTML(""), "cnnviz-training-errors")
+        self.error_box = with_classes(ipywidgets.HTML(""), "cnnviz-training-errors")
 
         self.first_grid = TrainingWeightGrid(self._first, scale_source=state, css_class="cnnviz-training-first",
                                              width_px=_GRID_PX)
@@ -194,15 +193,14 @@ class TrainingMonitor(View, keras().callbacks.Callback):
                                         compute=dead_fraction_picture, color_range=(0.0, 1.0), y_format="d")
         self.loss_curves = Curves("loss", "cnnviz-training-loss")
         self.metric_curves = Curves("metric", "cnnviz-training-metrics")
-        self.first_label = _css(ipywidgets.HTML(""), "cnnviz-training-first-label")
-        self.now_label = _css(ipywidgets.HTML(""), "cnnviz-training-now-label")
-        self.activations_label = _css(ipywidgets.HTML(""), "cnnviz-training-activations-label")
+        self.first_label = with_classes(ipywidgets.HTML(""), "cnnviz-training-first-label")
+        self.now_label = with_classes(ipywidgets.HTML(""), "cnnviz-training-now-label")
+        self.activations_label = with_classes(ipywidgets.HTML(""), "cnnviz-training-activations-label")
 
         self._links += [ipywidgets.link((state, name), (control, "value")) for name, control in (
             ("layer", self.layer_slider), ("channel", self.channel_slider), ("filter", self.filter_slider))]
         self._links += [ipywidgets.link((self, "paused"), (self.pause_button, "value")),
-                        ipywidgets.link((self, "smoothing"), (self.smoothing_slider, "value")),
-                        ]
+                        ipywidgets.link((self, "smoothing"), (self.smoothing_slider, "value"))]
         self.stop_button.on_click(lambda _button: self.stop())
         self.replay.observe(self._on_step_slider, "value")
         self.image_picker.observe(self._on_image_picked, "value")
@@ -211,22 +209,21 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         self._observe_state(self._on_state_step, ["step"])
         self._observe_state(self._on_selection, ["filter", "image"])
 
-        self._time_controls = _css(ipywidgets.HBox([self.step_slider, self.replay, self.step_label,
-                                                    self.pause_button, self.stop_button]), "cnnviz-training-controls")
-        controls = _css(ipywidgets.VBox([
-            _css(ipywidgets.HBox([self.layer_slider, self.channel_slider, self.filter_slider, self.image_picker]),
-                 "cnnviz-training-controls"),
-            self._time_controls]), "cnnviz-training-control-box")
-        grids = _css(ipywidgets.HBox([
-            _css(ipywidgets.VBox([self.first_label, self.first_grid]), "cnnviz-training-column"),
-            _css(ipywidgets.VBox([self.now_label, self.weight_grid]), "cnnviz-training-column"),
-            _css(ipywidgets.VBox([self.activations_label, self.activation_grid]), "cnnviz-training-column")]),
-            "cnnviz-training-row")
-        curve_controls = _css(ipywidgets.HBox([self.smoothing_slider, self.metric_picker]),
-                              "cnnviz-training-controls")
-        curves = _css(ipywidgets.HBox([self.loss_curves, self.metric_curves]), "cnnviz-training-row")
-        changes = _css(ipywidgets.HBox([self.change_bars, self.distribution, self.dead_filters]),
-                       "cnnviz-training-row")
+        def box(kind: type, children: list, css_class: str) -> Any:
+            return with_classes(kind(children), css_class)
+
+        self._time_controls = box(ipywidgets.HBox, [self.step_slider, self.replay, self.step_label,
+                                                    self.pause_button, self.stop_button], "cnnviz-training-controls")
+        controls = box(ipywidgets.VBox, [
+            box(ipywidgets.HBox, [self.layer_slider, self.channel_slider, self.filter_slider, self.image_picker],
+                "cnnviz-training-controls"),
+            self._time_controls], "cnnviz-training-control-box")
+        grids = box(ipywidgets.HBox, [box(ipywidgets.VBox, [label, grid], "cnnviz-training-column") for label, grid in (
+            (self.first_label, self.first_grid), (self.now_label, self.weight_grid),
+            (self.activations_label, self.activation_grid))], "cnnviz-training-row")
+        curve_controls = box(ipywidgets.HBox, [self.smoothing_slider, self.metric_picker], "cnnviz-training-controls")
+        curves = box(ipywidgets.HBox, [self.loss_curves, self.metric_curves], "cnnviz-training-row")
+        changes = box(ipywidgets.HBox, [self.change_bars, self.distribution, self.dead_filters], "cnnviz-training-row")
         super().__init__(children=[
             ipywidgets.HTML(f"<style>{MONITOR_CSS}</style>", layout=ipywidgets.Layout(display="none")),
             self.header, controls, self.error_box,
@@ -414,7 +411,7 @@ class TrainingMonitor(View, keras().callbacks.Callback):
             self.metric_curves.quantity = _words(metric) if metric else "metric"
             self.metric_curves.y_axis.label = self.metric_curves.quantity
             for curves in (self.loss_curves, self.metric_curves):
-                curves.set_smoothing(self.smoothing)
+                curves.smoothing = self.smoothing
             self.loss_curves.update(self.logged, [k for k in keys if k.removeprefix("val_") == "loss"], self.step)
             self.metric_curves.update(self.logged, [k for k in keys if metric and k.removeprefix("val_") == metric],
                                       self.step)
@@ -459,7 +456,7 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         """A step slider from 0 to `end` (training steps). Its range is set once, when it is made: the front
         end's keyboard End reaches only the end a slider was drawn with (noUiSlider's updateOptions leaves
         the range its End key reads), so a longer range gets a new slider (see `_sync_step_controls`)."""
-        slider = _css(ipywidgets.IntSlider(value=0, min=0, max=end, description="step", continuous_update=True,
+        slider = with_classes(ipywidgets.IntSlider(value=0, min=0, max=end, description="step", continuous_update=True,
                                            readout=False, disabled=True, layout=ipywidgets.Layout(width="360px")),
                       "cnnviz-step-slider")
         slider.observe(self._on_step_slider, "value")
@@ -653,7 +650,7 @@ def _words(key: str) -> str:
 
 
 def _section(title: str) -> ipywidgets.HTML:
-    return _css(ipywidgets.HTML(f"<h4 style='margin: 12px 0 4px 0'>{html.escape(title)}</h4>"),
+    return with_classes(ipywidgets.HTML(f"<h4 style='margin: 12px 0 4px 0'>{html.escape(title)}</h4>"),
                 "cnnviz-training-section")
 
 

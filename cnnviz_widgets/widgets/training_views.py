@@ -21,7 +21,7 @@ import numpy as np
 
 from ..training import TrainingHistory, rank_by_change, smooth
 from ..training_state import TrainingState
-from ._common import colored, format_number, show_child
+from ._common import colored, format_number, show_child, with_classes
 from .grids import ActivationGrid, WeightGrid
 
 _CURVE_POINTS = 800  # a curve sends at most this many points per redraw
@@ -60,12 +60,6 @@ MONITOR_CSS = """
                             --bq-axis-path-stroke: var(--jp-ui-font-color2, #616161) !important;
                             --bq-axis-tick-stroke: var(--jp-ui-font-color2, #616161) !important; }
 """
-
-
-def _css(widget: Any, *names: str) -> Any:
-    for name in names:
-        widget.add_class(name)
-    return widget
 
 
 class FollowsTraining:
@@ -186,10 +180,10 @@ class Curves(ipywidgets.VBox):
             marks=[self.epoch_rules, self.rule], axes=[self.x_axis, self.y_axis], fig_margin=dict(_CHART_MARGIN),
             layout=ipywidgets.Layout(width="100%", height="240px"), display_toolbar=False)
         self.figure.add_class(css_class)
-        self.legend = _css(ipywidgets.HTML(""), "cnnviz-chart-caption", f"{css_class}-legend")
-        self.note = _css(ipywidgets.HTML(""), "cnnviz-chart-caption", f"{css_class}-note")
+        self.legend = with_classes(ipywidgets.HTML(""), "cnnviz-chart-caption", f"{css_class}-legend")
+        self.note = with_classes(ipywidgets.HTML(""), "cnnviz-chart-caption", f"{css_class}-note")
         super().__init__(children=[self.legend, self.figure, self.note])
-        _css(self, "cnnviz-training-chart")
+        with_classes(self, "cnnviz-training-chart")
 
     def update(self, history: TrainingHistory, keys: Sequence[str], step: int | None) -> None:
         """Draw `keys` of `history` (training keys per batch, "val_" keys per epoch); a rule at `step`."""
@@ -252,9 +246,6 @@ class Curves(ipywidgets.VBox):
             note = f"The orange rule marks step {step}, the one shown in the pictures. {note}"
         self.note.value = html.escape(note.strip())
 
-    def set_smoothing(self, weight: float) -> None:
-        self.smoothing = float(weight)
-
 
 # -- how each filter moved ----------------------------------------------------------------------------------
 
@@ -294,11 +285,11 @@ class ChangeBars(_Chart):
             fig_margin=dict(_CHART_MARGIN), display_toolbar=False,
             layout=ipywidgets.Layout(width="100%", height="240px"))
         self.figure.add_class("cnnviz-training-change")
-        self.title = _css(ipywidgets.HTML(""), "cnnviz-chart-caption")
+        self.title = with_classes(ipywidgets.HTML(""), "cnnviz-chart-caption")
         self.message = ipywidgets.HTML("")
         self.order: list[int] = []
         super().__init__(children=[self.title, self.message, self.figure])
-        _css(self, "cnnviz-training-chart")
+        with_classes(self, "cnnviz-training-chart")
 
     def redraw(self) -> None:
         state = self.state
@@ -364,15 +355,15 @@ class StepPicture(_Chart):
             fig_margin=dict(top=16, bottom=60, left=86, right=20), display_toolbar=False,
             layout=ipywidgets.Layout(width="100%", height="240px"))
         self.figure.add_class(css_class)
-        self.title = _css(ipywidgets.HTML(""), "cnnviz-chart-caption")
+        self.title = with_classes(ipywidgets.HTML(""), "cnnviz-chart-caption")
         self.color_label = color_label
         # the colour scale in words under the picture (bqplot's vertical colour axis is too cramped here)
-        self.scale_note = _css(ipywidgets.HTML(""), "cnnviz-chart-caption", f"{css_class}-scale")
-        self.caption = _css(ipywidgets.HTML(""), "cnnviz-chart-caption", f"{css_class}-caption")
+        self.scale_note = with_classes(ipywidgets.HTML(""), "cnnviz-chart-caption", f"{css_class}-scale")
+        self.caption = with_classes(ipywidgets.HTML(""), "cnnviz-chart-caption", f"{css_class}-caption")
         self.message = ipywidgets.HTML("")
         self._drawn: tuple | None = None
         super().__init__(children=[self.title, self.message, self.figure, self.scale_note, self.caption])
-        _css(self, "cnnviz-training-chart")
+        with_classes(self, "cnnviz-training-chart")
 
     def redraw(self) -> None:
         state = self.state
