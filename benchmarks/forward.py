@@ -38,7 +38,7 @@ def bench_forward(model: Any, sides: Sequence[int] = (224, 512), repeats: int = 
     per layer and runs it, as the original notebook's per-figure backend function did.
     """
     from cnnviz_widgets import ModelState
-    from cnnviz_widgets._keras import keras
+    from cnnviz_widgets.network.backend import keras
 
     k = keras()
     rows: list[Row] = []

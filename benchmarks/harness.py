@@ -140,7 +140,7 @@ def time_in_turns(fns: dict[str, Callable[[int], Any]], repeats: int, warmup: in
 
 def astronaut(side: int | None = None) -> np.ndarray:
     """The astronaut sample (512×512 RGB uint8), optionally resized to side×side."""
-    from cnnviz_widgets import images
+    from cnnviz_widgets.pictures import images
 
     picture = images.sample_image("astronaut")
     return picture if side is None else images.resize_image(picture, (side, side))
@@ -184,7 +184,7 @@ def build_model(spec: str) -> Any:
     if spec == "vgg16":
         return load_vgg16()
     if spec == "tiny":
-        from cnnviz_widgets._keras import keras
+        from cnnviz_widgets.network.backend import keras
 
         k = keras()
         pixels = k.Input((None, None, 3), name="pixels")
@@ -313,7 +313,7 @@ def cpu_peak() -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
     """Where the numbers came from: CPU, load, library versions."""
-    from cnnviz_widgets._keras import keras
+    from cnnviz_widgets.network.backend import keras
 
     keras()  # imports TensorFlow with its native start-up chatter silenced
     import keras

@@ -58,8 +58,9 @@ def _layers(state: Any, *wanted: str) -> list[str]:
 def bench_filter_effect(model: Any, side: int, repeats: int, median_ms: float,
                         p95_ms: float | None) -> dict[str, Any]:
     """FilterEffect, filter step on block1_conv2: the exhaustive ranking (before) and the bounded one, in turns."""
-    from cnnviz_widgets import ModelState, effects
-    from cnnviz_widgets import state as state_module
+    from cnnviz_widgets import ModelState
+    from cnnviz_widgets.lessons import filter_effect as effects
+    from cnnviz_widgets.state import model_state as state_module
     from cnnviz_widgets.widgets.effect import FilterEffect
 
     state = ModelState(model, image=astronaut(), max_side=side)
@@ -108,7 +109,7 @@ def bench_filter_effect(model: Any, side: int, repeats: int, median_ms: float,
 def bench_gradients(model: Any, side: int, repeats: int) -> list[dict[str, Any]]:
     """ClassActivationMap of a new filter (Grad-CAM on the layer before, then saliency), whole network vs between."""
     from cnnviz_widgets import ModelState
-    from cnnviz_widgets.widgets.explain import ClassActivationMap
+    from cnnviz_widgets.widgets.attribution import ClassActivationMap
 
     state = ModelState(model, image=astronaut(), max_side=side)
     (layer,) = _layers(state, "block4_conv1")
@@ -187,8 +188,9 @@ def bench_revisits(model: Any, side: int, repeats: int, cache_budget_mb: float |
 
 def bench_compare(model: Any, side: int) -> list[dict[str, Any]]:
     """CompareImages' second image: the first draw at a size the network has not run at yet, then at one it has."""
-    from cnnviz_widgets import ModelState, images
-    from cnnviz_widgets.widgets.explain import CompareImages
+    from cnnviz_widgets import ModelState
+    from cnnviz_widgets.pictures import images
+    from cnnviz_widgets.widgets.attribution import CompareImages
     from cnnviz_widgets.widgets.grids import ActivationGrid
 
     state = ModelState(model, image=astronaut(), max_side=side)

@@ -8,7 +8,7 @@ from harness import Row, cpu_peak, stats, time_calls
 
 def bench_gemm(n: int = 2048, repeats: int = 5) -> list[Row]:
     """A large float32 matrix product through TensorFlow (oneDNN): the speed this machine really reaches."""
-    from cnnviz_widgets._keras import keras
+    from cnnviz_widgets.network.backend import keras
 
     ops = keras().ops
     rng = np.random.default_rng(0)

@@ -107,8 +107,8 @@ def bench_maximize(state: Any, layer: str, filters: list[int], steps: int, size:
     from tf_keras_vis.utils.scores import CategoricalScore
 
     import cnnviz_widgets as cw
-    from cnnviz_widgets._keras import keras
-    from cnnviz_widgets.maximization import _objective_model, _to_fed
+    from cnnviz_widgets.features.visualisation import _objective_model, _to_fed
+    from cnnviz_widgets.network.backend import keras
 
     k = keras()
     objective = _objective_model(state, layer, filters, "channel")

@@ -23,8 +23,9 @@ def bench_scaling(model: Any, sides: Sequence[int] = (112, 224, 448, 896), repea
     that every side keeps all its layers (at 896 px VGG16's outputs are ~1 GB, over the default 640 MB: then a
     walk through all layers costs more passes, counted in `passes_default_budget`).
     """
-    from cnnviz_widgets import ModelState, render
-    from cnnviz_widgets.activations import DEFAULT_BUDGET_BYTES
+    from cnnviz_widgets import ModelState
+    from cnnviz_widgets.network.extractor import DEFAULT_BUDGET_BYTES
+    from cnnviz_widgets.pictures import render
 
     picture = astronaut(max(sides))
     rows: list[Row] = []

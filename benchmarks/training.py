@@ -28,7 +28,7 @@ TARGET_OVERHEAD = 0.10
 def digits_data() -> tuple[np.ndarray, np.ndarray]:
     """The notebook's data: the bundled 8×8 digits as 32×32 uint8 pictures, and their labels."""
     import cnnviz_widgets as cw
-    from cnnviz_widgets._keras import keras
+    from cnnviz_widgets.network.backend import keras
 
     digits = cw.load_digits()
     pixels = digits.images[..., None] * (255 / 16)
@@ -38,7 +38,7 @@ def digits_data() -> tuple[np.ndarray, np.ndarray]:
 
 def digits_model() -> Any:
     """The notebook's CNN (7,146 parameters), freshly initialised from seed 0."""
-    from cnnviz_widgets._keras import keras
+    from cnnviz_widgets.network.backend import keras
 
     k = keras()
     k.utils.set_random_seed(0)
@@ -54,7 +54,7 @@ def digits_model() -> Any:
 
 def tiny_model() -> Any:
     """16×16×1 -> conv(4) -> pool -> conv(6) -> dense(3): a batch is about a millisecond."""
-    from cnnviz_widgets._keras import keras
+    from cnnviz_widgets.network.backend import keras
 
     k = keras()
     k.utils.set_random_seed(0)
@@ -75,7 +75,7 @@ def tiny_data(n: int = 512) -> tuple[np.ndarray, np.ndarray]:
 def measure_overhead(build: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int, repeats: int,
                      every: int, validation: tuple | None = None) -> dict[str, Any]:
     """Fit times without and with a monitor, interleaved; the monitor's own redraw time and count."""
-    from cnnviz_widgets._keras import keras
+    from cnnviz_widgets.network.backend import keras
     from cnnviz_widgets.widgets import TrainingMonitor
 
     class PerBatch(keras().callbacks.Callback):

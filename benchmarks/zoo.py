@@ -172,7 +172,7 @@ def run_steps(name: str, steps: int) -> dict[str, Any]:
 
 def build(name: str, input_shape: tuple[int, ...] | None = None, include_top: bool = True) -> Any:
     """`keras.applications.<name>(weights=None)`, at its default input unless `input_shape` is given."""
-    from cnnviz_widgets._keras import keras
+    from cnnviz_widgets.network.backend import keras
 
     kwargs: dict[str, Any] = {"weights": None, "include_top": include_top}
     if input_shape is not None:

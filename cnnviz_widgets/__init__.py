@@ -11,39 +11,39 @@ Names are resolved lazily so `import cnnviz_widgets` does not load TensorFlow.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cnnviz_widgets import old_paths
+from cnnviz_widgets.lazy import lazy_names
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "load_model": "models",
-    "model_info": "models",
-    "architecture": "models",
-    "ModelGraph": "models",
-    "load_image": "images",
-    "sample_image": "images",
-    "sample_names": "images",
-    "load_digits": "datasets",
-    "ModelState": "state",
+    "load_model": "network.loading",
+    "model_info": "network.loading",
+    "architecture": "network.loading",
+    "ModelGraph": "network.graph",
+    "load_image": "pictures.images",
+    "sample_image": "pictures.images",
+    "sample_names": "pictures.images",
+    "load_digits": "pictures.datasets",
+    "ModelState": "state.model_state",
     "CnnvizError": "errors",
     "ImageError": "errors",
     "LayerError": "errors",
     "ModelError": "errors",
     "WeightsUnavailableError": "errors",
     "CnnvizWarning": "errors",
-    "FilterBreakdown": "effects",
-    "Explainer": "explain",
-    "Explanation": "explain",
-    "Target": "explain",
-    "imagenet_class_names": "explain",
-    "export_png": "export",
-    "reproduce_code": "export",
+    "FilterBreakdown": "lessons.filter_effect",
+    "Explainer": "attribution.explainer",
+    "Explanation": "attribution.explainer",
+    "Target": "attribution.classes",
+    "imagenet_class_names": "attribution.classes",
+    "export_png": "export.saving",
+    "reproduce_code": "export.code",
     "Predictions": "widgets",
     "ClassActivationMap": "widgets",
     "CompareImages": "widgets",
-    "PixelBreakdown": "analysis",
-    "ReceptiveField": "analysis",
+    "PixelBreakdown": "lessons.pixel_breakdown",
+    "ReceptiveField": "lessons.receptive_field",
     "ConvolutionAtPixel": "widgets",
     "ChannelStats": "widgets",
     "Explorer": "widgets",
@@ -54,27 +54,20 @@ _EXPORTS = {
     "FilterEffect": "widgets",
     "TrainingMonitor": "widgets",
     "fit_in_background": "widgets",
-    "TrainingState": "training_state",
-    "top_examples": "scan",
-    "TopExamples": "scan",
-    "scan_shards": "scan",
-    "maximize": "maximization",
-    "FeatureVisualization": "maximization",
-    "sample_collection": "scan",
+    "TrainingState": "state.training_state",
+    "top_examples": "features.scanning",
+    "TopExamples": "features.examples",
+    "scan_shards": "features.scanning",
+    "maximize": "features.visualisation",
+    "FeatureVisualization": "features.visualisation",
+    "sample_collection": "features.sources",
     "WhatItLooksFor": "widgets",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cnnviz_widgets' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # resolve once
-    return value
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)
 
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+# Modules of releases before 0.2 still import, with a DeprecationWarning naming their new home.
+old_paths.install()

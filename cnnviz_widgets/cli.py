@@ -24,9 +24,12 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from . import __version__, images, render
-from .errors import CnnvizError
-from .export import Panel, compose, reproduce_code, save_png
+from cnnviz_widgets import __version__
+from cnnviz_widgets.errors import CnnvizError
+from cnnviz_widgets.export.code import reproduce_code
+from cnnviz_widgets.export.panels import Panel, compose
+from cnnviz_widgets.export.saving import save_png
+from cnnviz_widgets.pictures import images, render
 
 ACTIVATION_TILE_PX = 112
 """Activation maps are average-pooled to at most this many pixels a side (as ActivationGrid sends them)."""
@@ -142,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from .models import ModelGraph
+    from cnnviz_widgets.network.graph import ModelGraph
 
     model = _load(args)
     rows = ModelGraph(model).summary()
@@ -237,7 +240,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _cam(args: argparse.Namespace) -> int:
-    from .explain import overlay
+    from cnnviz_widgets.attribution.heatmaps import overlay
 
     state = _state(args)
     if not 0.0 <= args.opacity <= 1.0:
@@ -264,7 +267,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from .models import load_model
+    from cnnviz_widgets.network.loading import load_model
 
     if args.model.lower() == "vgg16":
         weights = "bsds500" if args.weights is None else args.weights
@@ -275,7 +278,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _state(args: argparse.Namespace) -> Any:
-    from .state import ModelState
+    from cnnviz_widgets.state.model_state import ModelState
 
     if args.max_side < images.MIN_SIDE:
         raise CnnvizError(f"--max-side must be at least {images.MIN_SIDE}; got {args.max_side}")

@@ -13,7 +13,7 @@ import pytest
 
 import cnnviz_widgets as cw
 from cnnviz_widgets import ModelState
-from cnnviz_widgets._keras import keras
+from cnnviz_widgets.network.backend import keras
 
 
 @pytest.fixture(scope="session")

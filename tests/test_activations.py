@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from cnnviz_widgets import LayerError, ModelState
-from cnnviz_widgets.activations import ActivationExtractor, input_key, separators
-from cnnviz_widgets.models import ModelGraph
+from cnnviz_widgets.network.extractor import ActivationExtractor, input_key, separators
+from cnnviz_widgets.network.graph import ModelGraph
 from tests.conftest import correlate_same
 
 

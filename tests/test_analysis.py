@@ -6,17 +6,12 @@ import numpy as np
 import pytest
 
 from cnnviz_widgets import CnnvizError, LayerError, ModelGraph, ModelState
-from cnnviz_widgets._keras import keras
-from cnnviz_widgets.analysis import (
-    CHANNEL_ORDERS,
-    channel_statistics,
-    order_channels,
-    pixel_breakdown,
-    receptive_box,
-    receptive_field,
-)
-from cnnviz_widgets.effects import channel_contributions
-from cnnviz_widgets.inputs import input_channel_labels
+from cnnviz_widgets.lessons.channel_stats import CHANNEL_ORDERS, channel_statistics, order_channels
+from cnnviz_widgets.lessons.filter_effect import channel_contributions
+from cnnviz_widgets.lessons.pixel_breakdown import pixel_breakdown
+from cnnviz_widgets.lessons.receptive_field import receptive_box, receptive_field
+from cnnviz_widgets.network.backend import keras
+from cnnviz_widgets.pictures.preprocessing import input_channel_labels
 
 # The standard VGG16 receptive fields (size, jump) for 3×3 convs with padding 1 and 2×2 pools.
 VGG16_FIELDS = {

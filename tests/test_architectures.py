@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cnnviz_widgets import LayerError, ModelError, ModelState
-from cnnviz_widgets.render import render_mosaic
+from cnnviz_widgets.pictures.render import render_mosaic
 
 
 def _build(k, name):

@@ -55,7 +55,7 @@ def test_stats_and_at_most(bench):
 
 
 def test_new_pictures_differ_after_resize(bench):
-    from cnnviz_widgets.images import resize_image
+    from cnnviz_widgets.pictures.images import resize_image
 
     picture = bench.harness.astronaut()
     variants = bench.harness.new_pictures(picture, 3)

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import cnnviz_widgets.models
-from cnnviz_widgets import ModelState, render
+import cnnviz_widgets.network.loading
+from cnnviz_widgets import ModelState
 from cnnviz_widgets.cli import main
-from cnnviz_widgets.export import enlargement
+from cnnviz_widgets.export.panels import enlargement
+from cnnviz_widgets.pictures import render
 from cnnviz_widgets.widgets import ActivationGrid, FilterEffect, WeightGrid
 
 
@@ -25,7 +26,7 @@ def loaded(monkeypatch, vgg16_bsds):
         calls.append((name, weights))
         return vgg16_bsds
 
-    monkeypatch.setattr(cnnviz_widgets.models, "load_model", fake_load_model)
+    monkeypatch.setattr(cnnviz_widgets.network.loading, "load_model", fake_load_model)
     return calls
 
 
@@ -112,7 +113,7 @@ def test_predict_and_cam(loaded, monkeypatch, tmp_path, capsys, k):
     x = k.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
     x = k.layers.GlobalAveragePooling2D()(x)
     classifier = k.Model(inputs, k.layers.Dense(4, activation="softmax", name="out")(x), name="small")
-    monkeypatch.setattr(cnnviz_widgets.models, "load_model", lambda *a, **kw: classifier)
+    monkeypatch.setattr(cnnviz_widgets.network.loading, "load_model", lambda *a, **kw: classifier)
     assert main(["predict", "--weights", "none", "--top", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     state = ModelState(classifier)

@@ -7,15 +7,14 @@ import pytest
 from scipy.signal import correlate2d
 
 from cnnviz_widgets import CnnvizError, LayerError, ModelState
-from cnnviz_widgets.effects import (
-    ACTIVATIONS,
-    apply_activation,
+from cnnviz_widgets.lessons.arithmetic import ACTIVATIONS, apply_activation
+from cnnviz_widgets.lessons.filter_effect import (
     break_down_filter,
     channel_contributions,
     parse_channels,
     transposed_channel_contributions,
 )
-from cnnviz_widgets.inputs import describe_preprocessing, input_channel_labels
+from cnnviz_widgets.pictures.preprocessing import describe_preprocessing, input_channel_labels
 
 
 def _assert_same_map(actual, reference, rtol=1e-5):
@@ -145,7 +144,7 @@ def test_breakdown_shows_the_channels_asked_for_in_their_order(rng):
 
 
 def test_breakdown_in_chunks_equals_one_pass(rng, monkeypatch):
-    from cnnviz_widgets import effects
+    from cnnviz_widgets.lessons import filter_effect as effects
 
     previous = rng.standard_normal((12, 12, 9)).astype(np.float32)
     kernel = rng.standard_normal((3, 3, 9, 2)).astype(np.float32)
@@ -190,7 +189,7 @@ def test_pruned_ranking_equals_computing_every_channel(rng, geometry):
 
 
 def test_ranking_computes_only_the_channels_it_needs(rng, monkeypatch):
-    from cnnviz_widgets import effects
+    from cnnviz_widgets.lessons import filter_effect as effects
 
     previous = np.abs(rng.standard_normal((32, 32, 64))).astype(np.float32)  # ReLU output: non-negative
     kernel = rng.standard_normal((3, 3, 64, 1)).astype(np.float32)

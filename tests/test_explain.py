@@ -11,17 +11,11 @@ import numpy as np
 import pytest
 
 from cnnviz_widgets import CnnvizError, LayerError, ModelError, ModelGraph, ModelState, sample_image
-from cnnviz_widgets.explain import (
-    Explainer,
-    Target,
-    find_classifier,
-    imagenet_class_index,
-    imagenet_class_names,
-    overlay,
-    upsample,
-)
-from cnnviz_widgets.inputs import prepare_input
-from cnnviz_widgets.render import apply_colormap
+from cnnviz_widgets.attribution.classes import Target, find_classifier, imagenet_class_index, imagenet_class_names
+from cnnviz_widgets.attribution.explainer import Explainer
+from cnnviz_widgets.attribution.heatmaps import overlay, upsample
+from cnnviz_widgets.pictures.preprocessing import prepare_input
+from cnnviz_widgets.pictures.render import apply_colormap
 
 
 def min_max(values: np.ndarray) -> np.ndarray:

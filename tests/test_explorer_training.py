@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnviz_widgets import ModelState, render
-from cnnviz_widgets._keras import keras
+from cnnviz_widgets import ModelState
+from cnnviz_widgets.network.backend import keras
+from cnnviz_widgets.pictures import render
 from cnnviz_widgets.widgets import Explorer
 from cnnviz_widgets.widgets.explorer import weights_words
 from cnnviz_widgets.widgets.grids import full_rows

@@ -10,20 +10,13 @@ import pytest
 from PIL import Image
 
 import cnnviz_widgets
-from cnnviz_widgets import CnnvizError, render
-from cnnviz_widgets.export import (
-    SLIDE_PX,
-    Panel,
-    _on_paper,
-    compose,
-    enlargement,
-    export_png,
-    figures_of,
-    layout_slide,
-    reproduce_code,
-    save_png,
-)
-from cnnviz_widgets.models import ModelInfo
+from cnnviz_widgets import CnnvizError
+from cnnviz_widgets.export.code import reproduce_code
+from cnnviz_widgets.export.panels import Panel, compose, enlargement, figures_of
+from cnnviz_widgets.export.saving import export_png, save_png
+from cnnviz_widgets.export.slide import SLIDE_PX, _on_paper, layout_slide
+from cnnviz_widgets.network.loading import ModelInfo
+from cnnviz_widgets.pictures import render
 from cnnviz_widgets.widgets import ActivationGrid, Explorer, FilterEffect, MosaicFigure
 
 

@@ -18,7 +18,7 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from cnnviz_widgets.errors import CnnvizError, CnnvizWarning, ImageError
-from cnnviz_widgets.images import (
+from cnnviz_widgets.pictures.images import (
     MAX_PIXELS,
     SAMPLE_IMAGES,
     fit_image,

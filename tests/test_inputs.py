@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cnnviz_widgets import CnnvizError, ImageError
-from cnnviz_widgets.inputs import apply_preprocessing, prepare_input
+from cnnviz_widgets.pictures.preprocessing import apply_preprocessing, prepare_input
 
 
 @pytest.fixture(scope="module")

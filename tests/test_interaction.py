@@ -16,8 +16,9 @@ import pytest
 from ipywidgets.widgets import widget as ipywidgets_widget
 from PIL import Image
 
-from cnnviz_widgets import ModelState, images, render
-from cnnviz_widgets.activations import input_key
+from cnnviz_widgets import ModelState
+from cnnviz_widgets.network.extractor import input_key
+from cnnviz_widgets.pictures import images, render
 from cnnviz_widgets.widgets import Explorer
 from cnnviz_widgets.widgets.grids import full_rows
 from tests.conftest import notifier_counts

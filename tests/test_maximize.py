@@ -88,7 +88,7 @@ def test_cache_cancel_and_progress(state, tmp_path):
 def test_the_export_is_the_function_after_the_widgets_import():
     import cnnviz_widgets.widgets  # noqa: F401  (imports the module that defines it)
 
-    assert cw.maximize.__module__ == "cnnviz_widgets.maximization" and callable(cw.maximize)
+    assert cw.maximize.__module__ == "cnnviz_widgets.features.visualisation" and callable(cw.maximize)
 
 
 def test_errors_name_the_bad_value(state):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import cnnviz_widgets as cw
-from cnnviz_widgets import memory
-from cnnviz_widgets.memory import MemoryBudgetError, MemoryFacts
+from cnnviz_widgets.network import memory
+from cnnviz_widgets.network.memory import MemoryBudgetError, MemoryFacts
 
 GB = 10**9
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnviz_widgets import LayerError, ModelError, WeightsUnavailableError, load_model, model_info, models
-from cnnviz_widgets.models import ModelGraph
+from cnnviz_widgets import LayerError, ModelError, WeightsUnavailableError, load_model, model_info
+from cnnviz_widgets.network import loading as models
+from cnnviz_widgets.network.graph import ModelGraph
 
 # The reference table of the original notebook (VGG16 with its classifier), minus the input row's name.
 VGG16_TABLE = [

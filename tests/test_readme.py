@@ -111,7 +111,7 @@ BLOCKS, MARKER_PROBLEMS = parse_readme(README.read_text(encoding="utf-8"))
 
 def _digits_setting(run: ReadmeRun) -> dict[str, Any]:
     """Notebook 05's setting, small: the bundled 8×8 digits and a CNN whose first conv layer is ``conv1``."""
-    from cnnviz_widgets._keras import keras
+    from cnnviz_widgets.network.backend import keras
 
     k = keras()
     k.utils.set_random_seed(0)

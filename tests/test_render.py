@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from cnnviz_widgets import render
 from cnnviz_widgets.errors import CnnvizError
+from cnnviz_widgets.pictures import render
 
 
 @pytest.fixture

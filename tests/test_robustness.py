@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image, ImageFile
 
-from cnnviz_widgets import CnnvizError, CnnvizWarning, ImageError, ModelState, images, load_image, render
-from cnnviz_widgets.images import fit_image
+from cnnviz_widgets import CnnvizError, CnnvizWarning, ImageError, ModelState, load_image
+from cnnviz_widgets.pictures import images, render
+from cnnviz_widgets.pictures.images import fit_image
 from cnnviz_widgets.widgets import Explorer
 from cnnviz_widgets.widgets.explorer import MAX_UPLOAD_BYTES
 from tests.test_images import encode, png_claiming, truncated_png

@@ -8,7 +8,7 @@ import pytest
 
 import cnnviz_widgets as cw
 from cnnviz_widgets import ModelState
-from cnnviz_widgets.scan import scan_shards
+from cnnviz_widgets.features.scanning import scan_shards
 
 from .test_scan import collection, detector_model
 
@@ -17,7 +17,7 @@ distributed = pytest.importorskip("distributed", reason="the [scale] extra (dask
 
 def make_state():
     """Built once per worker process: the model is made (or loaded) where it runs."""
-    from cnnviz_widgets._keras import keras
+    from cnnviz_widgets.network.backend import keras
 
     return ModelState(detector_model(keras()), image=collection()[0], preprocess=None)
 

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 
 from cnnviz_widgets.errors import CnnvizError
-from cnnviz_widgets.training import (
+from cnnviz_widgets.state.training_state import TrainingState
+from cnnviz_widgets.training.history import TrainingHistory
+from cnnviz_widgets.training.snapshots import (
     SnapshotStore,
-    TrainingHistory,
     filter_change,
     rank_by_change,
     thin_steps,
     upstream_variables,
 )
-from cnnviz_widgets.training_state import TrainingState
 from tests.tiny_training import learnable_data, tiny_cnn
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from cnnviz_widgets.errors import CnnvizError
-from cnnviz_widgets.training import TrainingHistory, metric_counts, smooth
-from cnnviz_widgets.training_state import TrainingState
+from cnnviz_widgets.state.training_state import TrainingState
+from cnnviz_widgets.training.history import TrainingHistory, metric_counts, smooth
 from tests.tiny_training import tiny_cnn
 
 N, BATCH = 58, 16  # 4 batches an epoch, the last of 10 samples

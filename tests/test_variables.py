@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import cnnviz_widgets as cw
-from cnnviz_widgets import variables
 from cnnviz_widgets.errors import ModelError
+from cnnviz_widgets.network import weights as variables
 from tests.conftest import write_legacy_weights
 
 VGG16_FULL_PARAMS = 138_357_544

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnviz_widgets import CnnvizError, ImageError, ModelState, render
-from cnnviz_widgets.explain import Target, imagenet_class_names, overlay
-from cnnviz_widgets.widgets.explain import COMPARE_SIDE, HEAT_CMAP, ClassActivationMap, CompareImages, Predictions
+from cnnviz_widgets import CnnvizError, ImageError, ModelState
+from cnnviz_widgets.attribution.classes import Target, imagenet_class_names
+from cnnviz_widgets.attribution.heatmaps import overlay
+from cnnviz_widgets.pictures import render
+from cnnviz_widgets.widgets.attribution import COMPARE_SIDE, HEAT_CMAP, ClassActivationMap, CompareImages, Predictions
 from tests.conftest import notifier_counts
 
 

@@ -10,16 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnviz_widgets import CnnvizError, ModelState, render
+from cnnviz_widgets import CnnvizError, ModelState
+from cnnviz_widgets.pictures import render
 from cnnviz_widgets.widgets import ActivationGrid
-from cnnviz_widgets.widgets.pixel import (
-    MAP_SIDE,
-    PAD_RGB,
-    SIGNED_CMAP,
-    TILE_PX,
-    ConvolutionAtPixel,
-    arithmetic_text,
-)
+from cnnviz_widgets.widgets.pixel import MAP_SIDE, PAD_RGB, SIGNED_CMAP, TILE_PX, ConvolutionAtPixel, arithmetic_text
 from cnnviz_widgets.widgets.stats import ChannelStats
 
 

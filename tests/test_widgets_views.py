@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnviz_widgets import CnnvizError, ModelState, render
+from cnnviz_widgets import CnnvizError, ModelState
+from cnnviz_widgets.pictures import render
 from cnnviz_widgets.widgets.effect import KERNEL_TILE_PX, MAP_SIDE, SIGNED_CMAP, FilterEffect
 from cnnviz_widgets.widgets.summary import LayerSummary
 from tests.conftest import notifier_counts

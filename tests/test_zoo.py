@@ -15,8 +15,8 @@ import pytest
 
 import cnnviz_widgets as cw
 from cnnviz_widgets import LayerError, ModelState
-from cnnviz_widgets.analysis import receptive_field
-from cnnviz_widgets.models import ModelGraph
+from cnnviz_widgets.lessons.receptive_field import receptive_field
+from cnnviz_widgets.network.graph import ModelGraph
 from tests.conftest import load_benchmark
 
 ZOO_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "zoo.py"

@@ -7,15 +7,15 @@ Views can also be used one by one on a shared state: `ActivationGrid(state)`, `W
 `FilterEffect(state)`, `LayerSummary(state)`. (`import cnnviz_widgets` alone does not import this package.)
 """
 
-from .effect import FilterEffect
-from .explain import ClassActivationMap, CompareImages, Predictions
-from .explorer import Explorer
-from .grids import ActivationGrid, WeightGrid
-from .looksfor import WhatItLooksFor
-from .mosaic import MosaicFigure
-from .pixel import ConvolutionAtPixel
-from .stats import ChannelStats
-from .summary import LayerSummary
+from cnnviz_widgets.widgets.attribution import ClassActivationMap, CompareImages, Predictions
+from cnnviz_widgets.widgets.effect import FilterEffect
+from cnnviz_widgets.widgets.explorer import Explorer
+from cnnviz_widgets.widgets.grids import ActivationGrid, WeightGrid
+from cnnviz_widgets.widgets.looksfor import WhatItLooksFor
+from cnnviz_widgets.widgets.mosaic import MosaicFigure
+from cnnviz_widgets.widgets.pixel import ConvolutionAtPixel
+from cnnviz_widgets.widgets.stats import ChannelStats
+from cnnviz_widgets.widgets.summary import LayerSummary
 
 __all__ = ["ActivationGrid", "ChannelStats", "ClassActivationMap", "CompareImages", "ConvolutionAtPixel", "Explorer",
            "FilterEffect", "LayerSummary", "MosaicFigure", "Predictions", "TrainingMonitor", "WeightGrid",
@@ -25,7 +25,7 @@ __all__ = ["ActivationGrid", "ChannelStats", "ClassActivationMap", "CompareImage
 def __getattr__(name: str):
     # The training monitor is a keras Callback: importing it loads Keras, so it is imported when asked for.
     if name in ("TrainingMonitor", "BackgroundFit", "fit_in_background"):
-        from . import training
+        from cnnviz_widgets.widgets import training
 
         return getattr(training, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

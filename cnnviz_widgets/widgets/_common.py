@@ -13,8 +13,8 @@ from typing import Any
 import ipywidgets
 import traitlets
 
-from ..errors import CnnvizError
-from ..state import ModelState
+from cnnviz_widgets.errors import CnnvizError
+from cnnviz_widgets.state.model_state import ModelState
 
 _log = logging.getLogger("cnnviz_widgets")
 

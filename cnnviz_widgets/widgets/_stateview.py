@@ -9,8 +9,8 @@ from typing import Any
 import ipywidgets
 import traitlets
 
-from ..errors import CnnvizError
-from ._common import BusyFrame, View, as_state, close_all, colored, message_line, show_child
+from cnnviz_widgets.errors import CnnvizError
+from cnnviz_widgets.widgets._common import BusyFrame, View, as_state, close_all, colored, message_line, show_child
 
 
 class StateView(View):

@@ -9,12 +9,12 @@ import ipywidgets
 import numpy as np
 import traitlets
 
-from .. import images, render
-from ..errors import CnnvizError
-from ..inputs import ModelInput
-from ._common import BusyFrame, as_state, colored, format_number, show_child
-from ._stateview import StateView
-from .mosaic import MosaicFigure
+from cnnviz_widgets.errors import CnnvizError
+from cnnviz_widgets.pictures import images, render
+from cnnviz_widgets.pictures.preprocessing import ModelInput
+from cnnviz_widgets.widgets._common import BusyFrame, as_state, colored, format_number, show_child
+from cnnviz_widgets.widgets._stateview import StateView
+from cnnviz_widgets.widgets.mosaic import MosaicFigure
 
 COMPARE_SIDE = 224
 """Longest side, in pixels, of each compared map as sent (larger maps are average-pooled first)."""

@@ -17,11 +17,11 @@ import ipywidgets
 import numpy as np
 import traitlets
 
-from .. import render
-from ..effects import FilterBreakdown, parse_channels
-from ..errors import CnnvizError, LayerError
-from ._common import View, as_state, close_all, colored, format_number, show_child
-from .mosaic import MosaicFigure
+from cnnviz_widgets.errors import CnnvizError, LayerError
+from cnnviz_widgets.lessons.filter_effect import FilterBreakdown, parse_channels
+from cnnviz_widgets.pictures import render
+from cnnviz_widgets.widgets._common import View, as_state, close_all, colored, format_number, show_child
+from cnnviz_widgets.widgets.mosaic import MosaicFigure
 
 MAP_SIDE = 192
 """Longest side, in pixels, of a map tile as sent (larger maps are average-pooled first)."""

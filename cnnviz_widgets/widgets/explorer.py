@@ -23,20 +23,21 @@ import ipywidgets
 import PIL.Image
 import traitlets
 
-from .. import images, render
-from ..errors import CnnvizError, CnnvizWarning
-from ..export import export_png, figures_of
-from ..state import ModelState
-from ..training_state import TrainingState
-from ._common import WEIGHTS_TRAIT, close_all, colored, starting_hidden, stylesheet
-from .about import model_header
-from .effect import FilterEffect
-from .explain import ClassActivationMap, CompareImages, Predictions
-from .grids import ActivationGrid, WeightGrid
-from .looksfor import WhatItLooksFor
-from .pixel import ConvolutionAtPixel
-from .stats import ChannelStats
-from .summary import LayerSummary
+from cnnviz_widgets.errors import CnnvizError, CnnvizWarning
+from cnnviz_widgets.export.panels import figures_of
+from cnnviz_widgets.export.saving import export_png
+from cnnviz_widgets.pictures import images, render
+from cnnviz_widgets.state.model_state import ModelState
+from cnnviz_widgets.state.training_state import TrainingState
+from cnnviz_widgets.widgets._common import WEIGHTS_TRAIT, close_all, colored, starting_hidden, stylesheet
+from cnnviz_widgets.widgets.about import model_header
+from cnnviz_widgets.widgets.attribution import ClassActivationMap, CompareImages, Predictions
+from cnnviz_widgets.widgets.effect import FilterEffect
+from cnnviz_widgets.widgets.grids import ActivationGrid, WeightGrid
+from cnnviz_widgets.widgets.looksfor import WhatItLooksFor
+from cnnviz_widgets.widgets.pixel import ConvolutionAtPixel
+from cnnviz_widgets.widgets.stats import ChannelStats
+from cnnviz_widgets.widgets.summary import LayerSummary
 
 MAX_UPLOAD_BYTES = 20 * 2**20
 """Largest accepted upload (20 MiB): bigger files are refused with a message before decoding."""

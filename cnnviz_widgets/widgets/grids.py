@@ -21,11 +21,11 @@ import ipywidgets
 import numpy as np
 import traitlets
 
-from .. import render
-from .._lru import LruCache
-from ..errors import CnnvizError
-from ._common import View, as_state, close_all, colored, format_number, show_child
-from .mosaic import MosaicFigure
+from cnnviz_widgets.errors import CnnvizError
+from cnnviz_widgets.lru import LruCache
+from cnnviz_widgets.pictures import render
+from cnnviz_widgets.widgets._common import View, as_state, close_all, colored, format_number, show_child
+from cnnviz_widgets.widgets.mosaic import MosaicFigure
 
 _KERNEL_TILE_PX = 24  # a 3×3 kernel is sent as 24×24 px of crisp cells rather than blurred by the browser
 _WEIGHT_PAD, _WEIGHT_PAD_GREY = 2, 64  # dark gaps: white is a zero weight in coolwarm, mid grey in RGB view

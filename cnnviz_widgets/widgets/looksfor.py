@@ -19,11 +19,13 @@ import ipywidgets
 import numpy as np
 import traitlets
 
-from .. import render
-from ..errors import CnnvizError
-from ..maximization import maximize
-from ..scan import TopExamples, sample_collection, top_examples
-from ._common import View, as_state, close_all
+from cnnviz_widgets.errors import CnnvizError
+from cnnviz_widgets.features.examples import TopExamples
+from cnnviz_widgets.features.scanning import top_examples
+from cnnviz_widgets.features.sources import sample_collection
+from cnnviz_widgets.features.visualisation import maximize
+from cnnviz_widgets.pictures import render
+from cnnviz_widgets.widgets._common import View, as_state, close_all
 
 _CROP_PX = 96  # each crop is sent at about this size: a 3-px block1 field and a 200-px block5 field alike
 _MARK = np.array([255, 127, 14], np.uint8)  # orange, like the selected tiles elsewhere

@@ -19,9 +19,9 @@ import bqplot
 import ipywidgets
 import numpy as np
 
-from .. import render
-from ..errors import CnnvizError
-from ._common import THEME_CSS, close_all
+from cnnviz_widgets.errors import CnnvizError
+from cnnviz_widgets.pictures import render
+from cnnviz_widgets.widgets._common import THEME_CSS, close_all
 
 _MARGIN = dict(top=2, bottom=2, left=2, right=2)  # no axes on the mosaic: keep the picture edge to edge
 _COLORBAR_HEIGHT_PX = 74  # strip + tick labels + caption underneath

@@ -20,11 +20,21 @@ import ipywidgets
 import numpy as np
 import traitlets
 
-from .. import render
-from ..analysis import PixelBreakdown, ReceptiveField
-from ..errors import CnnvizError, LayerError
-from ._common import WEIGHTS_TRAIT, View, as_state, close_all, colored, format_number, message_line, show_child
-from .mosaic import MosaicFigure
+from cnnviz_widgets.errors import CnnvizError, LayerError
+from cnnviz_widgets.lessons.pixel_breakdown import PixelBreakdown
+from cnnviz_widgets.lessons.receptive_field import ReceptiveField
+from cnnviz_widgets.pictures import render
+from cnnviz_widgets.widgets._common import (
+    WEIGHTS_TRAIT,
+    View,
+    as_state,
+    close_all,
+    colored,
+    format_number,
+    message_line,
+    show_child,
+)
+from cnnviz_widgets.widgets.mosaic import MosaicFigure
 
 MAP_SIDE = 256
 """Longest side, in pixels, of the output map as sent (larger maps are average-pooled; clicks still pick the

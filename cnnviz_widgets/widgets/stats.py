@@ -17,9 +17,9 @@ import ipywidgets
 import numpy as np
 import traitlets
 
-from ..analysis import CHANNEL_ORDERS, STATISTICS
-from ..errors import CnnvizError
-from ._common import View, as_state, close_all, format_number
+from cnnviz_widgets.errors import CnnvizError
+from cnnviz_widgets.lessons.channel_stats import CHANNEL_ORDERS, STATISTICS
+from cnnviz_widgets.widgets._common import View, as_state, close_all, format_number
 
 _BAR_COLOR = "#4c72b0"
 _SELECTED_COLOR = "#ff7f0e"  # the current filter: orange, like the tile outlines

@@ -15,9 +15,9 @@ from typing import Any
 import ipywidgets
 import traitlets
 
-from ..state import ModelState
-from ._common import as_state, close_all
-from .about import model_line
+from cnnviz_widgets.state.model_state import ModelState
+from cnnviz_widgets.widgets._common import as_state, close_all
+from cnnviz_widgets.widgets.about import model_line
 
 _ROW_CLASS = "cnnviz-summary-row"
 _CURRENT_STYLE = "info"

@@ -30,12 +30,13 @@ import ipywidgets
 import numpy as np
 import traitlets
 
-from .._keras import keras
-from ..errors import CnnvizError
-from ..training import DEFAULT_BUDGET_BYTES, TrainingHistory, metric_counts, rank_by_change
-from ..training_state import TrainingState
-from ._common import View, close_all, colored, format_number, with_classes
-from .training_views import (
+from cnnviz_widgets.errors import CnnvizError
+from cnnviz_widgets.network.backend import keras
+from cnnviz_widgets.state.training_state import TrainingState
+from cnnviz_widgets.training.history import TrainingHistory, metric_counts
+from cnnviz_widgets.training.snapshots import DEFAULT_BUDGET_BYTES, rank_by_change
+from cnnviz_widgets.widgets._common import View, close_all, colored, format_number, with_classes
+from cnnviz_widgets.widgets.training_views import (
     MONITOR_CSS,
     ChangeBars,
     Curves,

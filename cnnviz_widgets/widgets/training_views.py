@@ -19,10 +19,11 @@ import bqplot
 import ipywidgets
 import numpy as np
 
-from ..training import TrainingHistory, rank_by_change, smooth
-from ..training_state import TrainingState
-from ._common import colored, format_number, show_child, with_classes
-from .grids import ActivationGrid, WeightGrid
+from cnnviz_widgets.state.training_state import TrainingState
+from cnnviz_widgets.training.history import TrainingHistory, smooth
+from cnnviz_widgets.training.snapshots import rank_by_change
+from cnnviz_widgets.widgets._common import colored, format_number, show_child, with_classes
+from cnnviz_widgets.widgets.grids import ActivationGrid, WeightGrid
 
 _CURVE_POINTS = 800  # a curve sends at most this many points per redraw
 STEP_COLUMNS = 20  # the weight distribution shows at most this many kept steps

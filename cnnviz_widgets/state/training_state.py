@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import traitlets
 
-from .activations import input_key
-from .analysis import channel_statistics
-from .errors import CnnvizError
-from .inputs import ModelInput
-from .state import ModelState
-from .training import (
+from cnnviz_widgets.errors import CnnvizError
+from cnnviz_widgets.lessons.channel_stats import channel_statistics
+from cnnviz_widgets.network.extractor import input_key
+from cnnviz_widgets.pictures.preprocessing import ModelInput
+from cnnviz_widgets.state.model_state import ModelState
+from cnnviz_widgets.training.snapshots import (
     DEFAULT_BUDGET_BYTES,
     SnapshotStore,
     describe_steps,

@@ -15,7 +15,6 @@ values; the total over all channels is one matrix product.
 
 from __future__ import annotations
 
-import math
 import re
 import sys
 import weakref
@@ -25,55 +24,27 @@ from typing import ClassVar
 
 import numpy as np
 
-from ._keras import keras
-from .errors import CnnvizError
-
-PADDINGS = ("same", "valid")
+from cnnviz_widgets.errors import CnnvizError
+from cnnviz_widgets.lessons.arithmetic import (
+    activation_name,
+    apply_activation,
+    check_padding,
+    conv_geometry,
+    pair,
+    tap_positions,
+    transposed_geometry,
+)
+from cnnviz_widgets.network.backend import keras
 
 RANKING = "mean |partial sum|"
 """How channels are ranked: the mean absolute value of a channel's partial sum over the output map, i.e. how
 far that channel moves the filter's total, whichever the sign. (A mean of signed values would let a channel
 that adds a lot in one place and removes it elsewhere look idle.)"""
 
+
 _CHUNK_BYTES = 16 * 2**20  # partial sums computed for this many bytes of channels at a time (bounds memory)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return np.exp(-np.logaddexp(0.0, -x))  # 1 / (1 + exp(-x)) without overflow for large |x|
-
-
-def _hard_sigmoid(x: np.ndarray) -> np.ndarray:
-    return np.clip(x + 3.0, 0.0, 6.0) / 6.0  # Keras 3: relu6(x + 3) / 6
-
-
-def _elu(x: np.ndarray) -> np.ndarray:
-    return np.where(x > 0, x, np.expm1(np.minimum(x, 0.0)))
-
-
-_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
-_erf = np.vectorize(math.erf, otypes=[np.float64])
-
-ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "linear": lambda x: x,
-    "relu": lambda x: np.maximum(x, 0.0),
-    "relu6": lambda x: np.clip(x, 0.0, 6.0),
-    "leaky_relu": lambda x: np.where(x > 0, x, 0.2 * x),  # Keras' default negative_slope
-    "elu": _elu,
-    "selu": lambda x: _SELU_SCALE * np.where(x > 0, x, _SELU_ALPHA * np.expm1(np.minimum(x, 0.0))),
-    "sigmoid": _sigmoid,
-    "hard_sigmoid": _hard_sigmoid,
-    "tanh": np.tanh,
-    "softplus": lambda x: np.logaddexp(0.0, x),
-    "softsign": lambda x: x / (1.0 + np.abs(x)),
-    "silu": lambda x: x * _sigmoid(x),
-    "swish": lambda x: x * _sigmoid(x),
-    "hard_silu": lambda x: x * _hard_sigmoid(x),
-    "hard_swish": lambda x: x * _hard_sigmoid(x),
-    "gelu": lambda x: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0))),  # Keras' default: exact, not tanh
-    "exponential": np.exp,
-}
-"""Activations reproduced per filter (element-wise ones, with Keras' default arguments). Softmax and the like
-mix all filters at each position, so they are not reproduced for one filter."""
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: ndarray fields make a generated __eq__ meaningless
@@ -153,18 +124,7 @@ class FilterBreakdown:
         return float(self.contribution[list(self.channels)].sum()) / total if total > 0 else 1.0
 
 
-# --------------------------------------------------------------------------------------------- checks
-
-
-def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    """An int or a pair of ints >= 1, as (rows, cols)."""
-    items = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(items) != 2 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in items):
-        raise CnnvizError(f"{name} must be a positive int or a pair of them; got {value!r}")
-    return int(items[0]), int(items[1])
-
-
-def _check_inputs(previous: object, kernel: object, filter: object) -> tuple[np.ndarray, np.ndarray, int]:
+def check_conv_inputs(previous: object, kernel: object, filter: object) -> tuple[np.ndarray, np.ndarray, int]:
     prev = np.asarray(previous)
     if prev.ndim != 3 or prev.dtype.kind not in "fiu" or prev.size == 0:
         raise CnnvizError(f"previous must be a non-empty (H, W, C) array of real numbers (channels last); "
@@ -180,53 +140,6 @@ def _check_inputs(previous: object, kernel: object, filter: object) -> tuple[np.
     return prev.astype(np.float32, copy=False), ker.astype(np.float32, copy=False), int(filter)
 
 
-def _check_padding(padding: str) -> str:
-    mode = padding.lower() if isinstance(padding, str) else padding
-    if mode not in PADDINGS:
-        raise CnnvizError(f"padding must be one of {PADDINGS}; got {padding!r}")
-    return mode
-
-
-# ------------------------------------------------------------------------------------------ geometry
-
-
-def conv_geometry(size: int, kernel: int, stride: int, dilation: int, padding: str) -> tuple[int, int, int]:
-    """(output size, pad before, pad after) of a convolution along one axis, as Keras on TensorFlow does it.
-
-    "same": output ceil(size / stride), the total padding split with the odd pixel at the END (TensorFlow's
-    rule, which is why an even kernel or a stride of 2 is padded asymmetrically). "valid": no padding.
-    """
-    span = (kernel - 1) * dilation + 1
-    if _check_padding(padding) == "same":
-        out = -(-size // stride)
-        total = max((out - 1) * stride + span - size, 0)
-        return out, total // 2, total - total // 2
-    out = -(-(size - span + 1) // stride)
-    if out < 1:
-        raise CnnvizError(f"a {size}-pixel side is smaller than the {span}-pixel (dilated) kernel with "
-                          "padding 'valid': the layer has no output")
-    return out, 0, 0
-
-
-def transposed_geometry(size: int, kernel: int, stride: int, dilation: int, padding: str,
-                        output_padding: int | None = None) -> tuple[int, int]:
-    """(output size, crop before) of a transposed convolution along one axis (Keras' Conv2DTranspose rules).
-
-    The input scatters into a full buffer of (size - 1) * stride + span pixels; the output is the slice
-    starting at `crop before`, zero-extended at the end if longer than the buffer.
-    """
-    span = (kernel - 1) * dilation + 1
-    if _check_padding(padding) == "valid":
-        extra = max(span, stride) - span if output_padding is None else output_padding
-        return (size - 1) * stride + span + extra, 0
-    out = size * stride if output_padding is None else (size - 1) * stride + span % 2 + output_padding
-    # TensorFlow computes it as the gradient of a "same" convolution from `out` pixels down to `size`.
-    return out, max((size - 1) * stride + span - out, 0) // 2
-
-
-# ------------------------------------------------------------------------------------------ compute
-
-
 def channel_contributions(previous: np.ndarray, kernel: np.ndarray, filter: int, *,
                           strides: int | Sequence[int] = 1, padding: str = "same",
                           dilation: int | Sequence[int] = 1, backend: str = "auto") -> np.ndarray:
@@ -240,8 +153,8 @@ def channel_contributions(previous: np.ndarray, kernel: np.ndarray, filter: int,
     strides, padding ("same" or "valid", Keras/TensorFlow semantics) and dilation. Summed over C, plus the
     bias, it is the layer's pre-activation output for the filter.
     """
-    prev, ker, f = _check_inputs(previous, kernel, filter)
-    (sy, sx), (dy, dx) = _pair(strides, "strides"), _pair(dilation, "dilation")
+    prev, ker, f = check_conv_inputs(previous, kernel, filter)
+    (sy, sx), (dy, dx) = pair(strides, "strides"), pair(dilation, "dilation")
     (h, w, c), (kh, kw) = prev.shape, ker.shape[:2]
     out_h, top, bottom = conv_geometry(h, kh, sy, dy, padding)
     out_w, left, right = conv_geometry(w, kw, sx, dx, padding)
@@ -291,8 +204,8 @@ def transposed_channel_contributions(previous: np.ndarray, kernel: np.ndarray, f
     (kh, kw, F, C)). Each input value scatters its kernel slice into the output, `strides` pixels apart.
     Returns (H', W', C) float32.
     """
-    prev, ker, f = _check_inputs(previous, kernel, filter)
-    (sy, sx), (dy, dx) = _pair(strides, "strides"), _pair(dilation, "dilation")
+    prev, ker, f = check_conv_inputs(previous, kernel, filter)
+    (sy, sx), (dy, dx) = pair(strides, "strides"), pair(dilation, "dilation")
     pad_y = pad_x = None
     if output_padding is not None:
         pad_y, pad_x = (output_padding, output_padding) if isinstance(output_padding, int) else output_padding
@@ -306,28 +219,6 @@ def transposed_channel_contributions(previous: np.ndarray, kernel: np.ndarray, f
         for j in range(kw):
             full[i * dy : i * dy + (h - 1) * sy + 1 : sy, j * dx : j * dx + (w - 1) * sx + 1 : sx] += prev * taps[i, j]
     return np.ascontiguousarray(full[crop_y : crop_y + out_h, crop_x : crop_x + out_w])
-
-
-def apply_activation(x: np.ndarray, name: str) -> np.ndarray | None:
-    """`x` through the named Keras activation, as float32; None when it is not reproduced here (see ACTIVATIONS)."""
-    fn = ACTIVATIONS.get(name)
-    if fn is None:
-        return None
-    with np.errstate(over="ignore"):  # exp of a huge value is inf, as in Keras
-        return np.asarray(fn(np.asarray(x, dtype=np.float64)), dtype=np.float32)
-
-
-def activation_name(config_value: object) -> str:
-    """The activation's name from a layer's get_config()["activation"] (a name, or a serialised object)."""
-    if config_value is None:
-        return "linear"
-    if isinstance(config_value, str):
-        return config_value
-    if isinstance(config_value, dict):
-        inner = config_value.get("config")
-        name = config_value.get("registered_name") or config_value.get("class_name") or ""
-        return str(inner if isinstance(inner, str) else name or config_value)
-    return str(getattr(config_value, "__name__", config_value))
 
 
 def break_down_filter(previous: np.ndarray, kernel: np.ndarray, bias: np.ndarray | float, filter: int, *,
@@ -352,7 +243,7 @@ def break_down_filter(previous: np.ndarray, kernel: np.ndarray, bias: np.ndarray
     """
     if method not in ("bounded", "exhaustive"):
         raise CnnvizError(f"method must be 'bounded' or 'exhaustive'; got {method!r}")
-    prev, ker, f = _check_inputs(previous, kernel, filter)
+    prev, ker, f = check_conv_inputs(previous, kernel, filter)
     n = prev.shape[2]
     if channels is not None:
         shown = _check_channels(channels, n)
@@ -426,16 +317,6 @@ def _all_contributions(prev: np.ndarray, ker: np.ndarray, f: int, compute: Calla
     return contribution, total
 
 
-def _tap_positions(size: int, kernel: int, stride: int, dilation: int, padding: str) -> np.ndarray:
-    """(kernel, size) 0/1 float32: row i marks the input positions that tap i reads over the whole output."""
-    out, before, _ = conv_geometry(size, kernel, stride, dilation, padding)
-    marks = np.zeros((kernel, size), np.float32)
-    for i in range(kernel):
-        where = np.arange(out) * stride + i * dilation - before
-        marks[i, where[(where >= 0) & (where < size)]] = 1.0
-    return marks
-
-
 class _Prepared:
     """What every filter of a layer shares for one input: its channels-first copy and its box sums.
 
@@ -469,13 +350,13 @@ class _Prepared:
 
     def box_sums(self, kh: int, kw: int, geometry: dict) -> np.ndarray:
         """(kh, kw, C) float64: for each kernel tap, the sum over the output map of the |input| that tap reads."""
-        (sy, sx), (dy, dx) = _pair(geometry["strides"], "strides"), _pair(geometry["dilation"], "dilation")
-        padding = _check_padding(geometry["padding"])
+        (sy, sx), (dy, dx) = pair(geometry["strides"], "strides"), pair(geometry["dilation"], "dilation")
+        padding = check_padding(geometry["padding"])
         key = (kh, kw, sy, sx, dy, dx, padding)
         if key not in self.box:
             c, h, w = self.first.shape
-            rows = _tap_positions(h, kh, sy, dy, padding)
-            cols = _tap_positions(w, kw, sx, dx, padding)
+            rows = tap_positions(h, kh, sy, dy, padding)
+            cols = tap_positions(w, kw, sx, dx, padding)
             magnitude = self.first if self.nonnegative else np.abs(self.first)
             # Column sums of each tap first (one pass over the input), then the rows: two matrix products.
             by_cols = (magnitude.reshape(c * h, w) @ cols.T).reshape(c, h, kw).astype(np.float64)
@@ -489,8 +370,8 @@ def _total(first: np.ndarray, ker: np.ndarray, f: int, geometry: dict) -> np.nda
     first : the input channels-first (C, H, W). One matrix product gives each pixel's kh*kw tap values;
     shifting and adding them is the convolution.
     """
-    (sy, sx), (dy, dx) = _pair(geometry["strides"], "strides"), _pair(geometry["dilation"], "dilation")
-    padding = _check_padding(geometry["padding"])
+    (sy, sx), (dy, dx) = pair(geometry["strides"], "strides"), pair(geometry["dilation"], "dilation")
+    padding = check_padding(geometry["padding"])
     (c, h, w), (kh, kw) = first.shape, ker.shape[:2]
     out_h, top, bottom = conv_geometry(h, kh, sy, dy, padding)
     out_w, left, right = conv_geometry(w, kw, sx, dx, padding)
@@ -519,8 +400,8 @@ def _partials_first(stack: np.ndarray, taps: np.ndarray, geometry: dict) -> np.n
     Channels-first so that each multiply-add runs over whole contiguous maps (channels-last with a few
     channels makes numpy's inner loop a few elements long).
     """
-    (sy, sx), (dy, dx) = _pair(geometry["strides"], "strides"), _pair(geometry["dilation"], "dilation")
-    padding = _check_padding(geometry["padding"])
+    (sy, sx), (dy, dx) = pair(geometry["strides"], "strides"), pair(geometry["dilation"], "dilation")
+    padding = check_padding(geometry["padding"])
     (k, h, w), (kh, kw) = stack.shape, taps.shape[:2]
     out_h, top, bottom = conv_geometry(h, kh, sy, dy, padding)
     out_w, left, right = conv_geometry(w, kw, sx, dx, padding)
@@ -545,7 +426,7 @@ class _Ranker:
         (h, w, n), (kh, kw) = prev.shape, ker.shape[:2]
         self.prepared = _Prepared.of(prev)
         sums = self.prepared.box_sums(kh, kw, geometry)
-        (sy, sx), (dy, dx) = _pair(geometry["strides"], "strides"), _pair(geometry["dilation"], "dilation")
+        (sy, sx), (dy, dx) = pair(geometry["strides"], "strides"), pair(geometry["dilation"], "dilation")
         out_h = conv_geometry(h, kh, sy, dy, geometry["padding"])[0]
         out_w = conv_geometry(w, kw, sx, dx, geometry["padding"])[0]
         bound = np.einsum("ijc,ijc->c", np.abs(ker[:, :, :, f]).astype(np.float64), sums) / (out_h * out_w)
@@ -615,9 +496,6 @@ def _check_channels(channels: Sequence[int], n: int) -> tuple[int, ...]:
         raise CnnvizError(f"channels must be a non-empty list of input channel indices in 0..{n - 1}; "
                           f"got {channels!r}")
     return tuple(dict.fromkeys(picked))  # duplicates dropped, order kept
-
-
-# ------------------------------------------------------------------------------------------ words
 
 
 _CHANNEL_TOKEN = re.compile(r"^(\d+)(?:-(\d+))?$")

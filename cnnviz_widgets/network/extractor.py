@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ._keras import keras
-from .errors import ImageError, LayerError
-from .memory import DEFAULT_CACHE_BYTES, cache_budget, check_fits
-from .models import ModelGraph, short_list
+from cnnviz_widgets.errors import ImageError, LayerError
+from cnnviz_widgets.network.backend import keras
+from cnnviz_widgets.network.graph import ModelGraph, short_list
+from cnnviz_widgets.network.memory import DEFAULT_CACHE_BYTES, cache_budget, check_fits
 
 DEFAULT_BUDGET_BYTES = DEFAULT_CACHE_BYTES
 """The cache's size where memory allows; `memory.cache_budget` gives less on a machine short of memory."""

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ._keras import keras
-from .errors import ModelError
+from cnnviz_widgets.errors import ModelError
+from cnnviz_widgets.network.backend import keras
 
 _ALIGNMENT = 64  # TensorFlow's kernels check that a tensor's buffer is aligned this way (EIGEN_MAX_ALIGN_BYTES)
 

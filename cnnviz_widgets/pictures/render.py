@@ -16,7 +16,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from PIL import Image
 
-from .errors import CnnvizError
+from cnnviz_widgets.errors import CnnvizError
 
 NORMALIZATIONS = ("per_map", "per_layer", "symmetric")
 COLORMAPS = ("grey", "viridis", "magma", "coolwarm")

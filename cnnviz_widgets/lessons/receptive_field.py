@@ -1,49 +1,35 @@
-"""One output value taken apart, the input region it can see, and what each channel of a layer does.
+"""Which pixels of the input image can change one output value of a layer.
 
-Three questions a learner asks once an activation map is on screen:
-
-- `pixel_breakdown`: how is THIS number computed? The kernel window over every input channel, each
-  channel's partial sum (patch · kernel slice), their total, the bias and the activation, ranked so that a
-  filter with 512 input channels can still be read (the top k, and what the rest add together). It uses the
-  geometry rules of `effects` (TensorFlow's "same" padding, strides, dilation), so the value equals the
-  layer's own output.
-- `receptive_field` / `receptive_box`: which pixels of the INPUT image can change it? Composed from the
-  kernels, strides, paddings and dilations of every conv and pooling layer on the way from the input.
-- `channel_statistics` / `order_channels`: per channel of a layer, its max, mean and fraction of zeros (dead
-  ReLU units), and an order that shows the strongest channels first.
-
-Pure numpy plus the layer configs of a `models.ModelGraph`: no widgets, no Keras calls.
+`receptive_field` / `receptive_box` compose the kernels, strides, paddings and dilations of every conv and
+pooling layer on the paths from the input to a layer (through any graph: merges take the union); a layer that
+mixes all positions (global pooling, flatten, dense) sees the whole image.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from .effects import _check_inputs, _pair, activation_name, apply_activation, conv_geometry
-from .errors import CnnvizError
+from cnnviz_widgets.errors import CnnvizError
+from cnnviz_widgets.lessons.arithmetic import conv_geometry, pair
+from cnnviz_widgets.lessons.pixel_breakdown import SLIDING_CONVS, check_position
 
 if TYPE_CHECKING:
-    from .models import LayerNode, ModelGraph
+    from cnnviz_widgets.network.graph import LayerNode, ModelGraph
 
-STATISTICS = ("max", "mean", "zeros")
-"""Per-channel statistics of a layer's maps: the largest value, the mean, the fraction of exact zeros."""
 
-CHANNEL_ORDERS = ("index", "max", "mean", "zeros")
-"""How a layer's channels can be ordered: by index, or strongest first by one of `STATISTICS` ("zeros":
-fewest zeros first, so the dead channels of a ReLU layer come last)."""
-
-SLIDING_CONVS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
-"""Conv layers that slide a kernel over their input (a transposed convolution scatters instead)."""
 _FIELD_POOL = ("MaxPooling2D", "AveragePooling2D")
+
+
 # Layers and raw ops (`keras.ops.mean(x, axis=(1, 2), keepdims=True)`) that mix every position: after them
 # each pixel sees the whole input, even where the output keeps its (1, 1) map (keepdims=True).
 _GLOBAL_POOL = frozenset({"GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAvgPool2D", "GlobalMaxPool2D"})
+
+
 _REDUCTIONS = frozenset({"Mean", "Max", "Min", "Sum", "Prod", "Std", "Var", "Amax", "Amin", "Logsumexp",
                          "Median", "Argmax", "Argmin", "All", "Any"})
+
+
 # Layers that act on each pixel on its own (or only mix channels): the field passes through them unchanged.
 _PER_PIXEL = frozenset({
     "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "BatchNormalization", "LayerNormalization",
@@ -51,130 +37,6 @@ _PER_PIXEL = frozenset({
     "AlphaDropout", "ActivityRegularization", "Rescaling", "Normalization", "Identity", "Add", "Subtract",
     "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
 })
-
-
-# ------------------------------------------------------------------------------------ one output value
-
-
-@dataclass(frozen=True, eq=False)  # eq=False: ndarray fields make a generated __eq__ meaningless
-class PixelBreakdown:
-    """One value of one filter's output map, taken apart by input channel.
-
-    The layer's input (the previous layer's output) is (H, W, C); the kernel window is kh × kw; k channels
-    are shown.
-
-    filter, row, col : the output value taken apart: ``output_map[row, col, filter]``.
-    channels : the k input channels shown, largest |partial sum| first.
-    patches : (kh, kw, k) float32, the input values under the kernel window, per shown channel; taps that
-        fall in the zero padding hold 0 (see `padded`).
-    kernels : (kh, kw, k) float32, the filter's kernel slice for each shown channel.
-    padded : (kh, kw) bool, True for taps in the zero padding ("same" padding at the border).
-    taps_y, taps_x : input rows (kh,) and columns (kw,) of the taps; outside 0..H-1 / 0..W-1 is padding.
-    partials : (C,) float64, EVERY input channel's partial sum ``sum(patch * kernel slice)``, channel order.
-    ranking : all C input channels, largest |partial sum| first (ties by index).
-    shown_sum, rest : the partial sums of the shown channels added up, and of all the others.
-    total : sum of all C partial sums. bias : the filter's bias. pre_activation : total + bias.
-    activation : the layer's activation name. activation_reproduced : False when the activation is not an
-        element-wise one computed here; `output` is then `pre_activation` (the caller may substitute the
-        layer's own value).
-    output : the value after the activation, equal to the layer's output at (row, col, filter).
-    layer, previous_layer, channel_labels, note : words for the picture (filled by ModelState).
-    """
-
-    filter: int
-    row: int
-    col: int
-    channels: tuple[int, ...]
-    patches: np.ndarray
-    kernels: np.ndarray
-    padded: np.ndarray
-    taps_y: tuple[int, ...]
-    taps_x: tuple[int, ...]
-    partials: np.ndarray
-    ranking: tuple[int, ...]
-    shown_sum: float
-    rest: float
-    total: float
-    bias: float
-    pre_activation: float
-    activation: str
-    activation_reproduced: bool
-    output: float
-    layer: str = ""
-    previous_layer: str = ""
-    channel_labels: tuple[str, ...] = ()
-    note: str = ""
-
-    @property
-    def n_channels(self) -> int:
-        return int(self.partials.size)
-
-    @property
-    def window(self) -> tuple[int, int, int, int]:
-        """(y0, x0, y1, x1), end-exclusive span of the (dilated) window in the layer's input, padding included."""
-        return self.taps_y[0], self.taps_x[0], self.taps_y[-1] + 1, self.taps_x[-1] + 1
-
-
-def pixel_breakdown(previous: np.ndarray, kernel: np.ndarray, bias: np.ndarray | float, filter: int,
-                    row: int, col: int, *, strides: int | Sequence[int] = 1, padding: str = "same",
-                    dilation: int | Sequence[int] = 1, activation: str = "linear",
-                    top_k: int = 8) -> PixelBreakdown:
-    """Take the output value at (row, col) of `filter` apart by input channel.
-
-    previous : (H, W, C) the layer's input. kernel : (kh, kw, C, F). bias : (F,) or the filter's bias.
-    row, col : a position in the filter's output map (H', W'), as `effects.conv_geometry` sizes it.
-    strides, padding, dilation : the layer's geometry (Keras / TensorFlow rules, see `effects`).
-    activation : the layer's activation name (`effects.ACTIVATIONS` are reproduced).
-    top_k : how many channels to show, by |partial sum| at this position.
-
-    Sums are formed in float64, so they match the layer's float32 output to float32 rounding.
-    """
-    prev, ker, f = _check_inputs(previous, kernel, filter)
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-        raise CnnvizError(f"top_k must be a positive int; got {top_k!r}")
-    (sy, sx), (dy, dx) = _pair(strides, "strides"), _pair(dilation, "dilation")
-    (h, w, n), (kh, kw) = prev.shape, ker.shape[:2]
-    out_h, top, _ = conv_geometry(h, kh, sy, dy, padding)
-    out_w, left, _ = conv_geometry(w, kw, sx, dx, padding)
-    row, col = _check_position(row, col, (out_h, out_w), "the filter's output map")
-
-    ys = row * sy - top + dy * np.arange(kh)
-    xs = col * sx - left + dx * np.arange(kw)
-    inside_y, inside_x = (ys >= 0) & (ys < h), (xs >= 0) & (xs < w)
-    patch = np.zeros((kh, kw, n), np.float64)
-    patch[np.ix_(inside_y, inside_x)] = prev[np.ix_(ys[inside_y], xs[inside_x])]
-    taps = ker[:, :, :, f].astype(np.float64)
-    partials = np.einsum("ijc,ijc->c", patch, taps)
-
-    ranking = np.argsort(-np.abs(partials), kind="stable")
-    shown = ranking[: min(int(top_k), n)]
-    bias_arr = np.asarray(bias, dtype=np.float64).reshape(-1)
-    b = float(bias_arr[f] if bias_arr.size > 1 else bias_arr[0]) if bias_arr.size else 0.0
-    total = float(partials.sum())
-    shown_sum = float(partials[shown].sum())
-    act = activation_name(activation)
-    pre = total + b
-    out = apply_activation(np.array([pre]), act)
-    return PixelBreakdown(
-        filter=f, row=row, col=col, channels=tuple(int(c) for c in shown),
-        patches=patch[:, :, shown].astype(np.float32), kernels=np.ascontiguousarray(ker[:, :, shown, f]),
-        padded=~np.outer(inside_y, inside_x), taps_y=tuple(int(y) for y in ys), taps_x=tuple(int(x) for x in xs),
-        partials=partials, ranking=tuple(int(c) for c in ranking), shown_sum=shown_sum,
-        rest=total - shown_sum, total=total, bias=b, pre_activation=pre, activation=act,
-        activation_reproduced=out is not None, output=pre if out is None else float(out[0]),
-    )
-
-
-def _check_position(row: object, col: object, shape: tuple[int | None, int | None], what: str) -> tuple[int, int]:
-    for value, size, name in ((row, shape[0], "row"), (col, shape[1], "col")):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0 or (
-                size is not None and value >= size):
-            accepted = f"0..{size - 1}" if size is not None else "0 or more"
-            raise CnnvizError(f"{name} must be an int in {accepted} ({what} is {shape[0]}×{shape[1]}); got {value!r}")
-    return int(row), int(col)  # type: ignore[call-overload]
-
-
-# ------------------------------------------------------------------------------------ receptive field
 
 
 @dataclass(frozen=True)
@@ -221,7 +83,7 @@ class ReceptiveField:
 
     def box(self, row: int, col: int) -> tuple[int, int, int, int]:
         """(y0, x0, y1, x1), end-exclusive box of the input seen by output pixel (row, col), clipped to it."""
-        row, col = _check_position(row, col, self.output_size, f"{self.layer}'s output")
+        row, col = check_position(row, col, self.output_size, f"{self.layer}'s output")
         h, w = self.input_size
         if h is None or w is None:
             raise CnnvizError(f"the input size is needed to clip {self.layer}'s receptive field: the model takes "
@@ -340,11 +202,11 @@ def _through(node: LayerNode, upstream: list[tuple]) -> tuple:
     if cls in SLIDING_CONVS or cls in _FIELD_POOL:
         y, x, h, w = upstream[0]
         if cls in SLIDING_CONVS:
-            kernel, strides = _pair(config["kernel_size"], "kernel_size"), _pair(config["strides"], "strides")
-            dilation = _pair(config.get("dilation_rate", 1), "dilation_rate")
+            kernel, strides = pair(config["kernel_size"], "kernel_size"), pair(config["strides"], "strides")
+            dilation = pair(config.get("dilation_rate", 1), "dilation_rate")
         else:
-            kernel = _pair(config["pool_size"], "pool_size")
-            strides, dilation = _pair(config.get("strides") or kernel, "strides"), (1, 1)
+            kernel = pair(config["pool_size"], "pool_size")
+            strides, dilation = pair(config.get("strides") or kernel, "strides"), (1, 1)
         padding = str(config.get("padding", "valid")).lower()
         y, h = _window(y, h, kernel[0], strides[0], dilation[0], padding, node.name)
         x, w = _window(x, w, kernel[1], strides[1], dilation[1], padding, node.name)
@@ -406,39 +268,3 @@ def _union(node: LayerNode, upstream: list[tuple]) -> tuple:
 def _cover(a: AxisField, b: AxisField) -> AxisField:
     start = min(a.offset, b.offset)
     return AxisField(max(a.offset + a.size, b.offset + b.size) - start, a.jump, start)
-
-
-# ------------------------------------------------------------------------------------ channel statistics
-
-
-def channel_statistics(maps: np.ndarray) -> dict[str, np.ndarray]:
-    """Per channel of a layer's output: "max", "mean" (float64 (C,)) and "zeros" (fraction of values == 0).
-
-    maps : (H, W, C) real numbers, all finite. A channel with "zeros" 1.0 is dead for this image: its ReLU
-    never fired.
-    """
-    arr = np.asarray(maps)
-    if arr.ndim != 3 or arr.dtype.kind not in "fiu" or arr.size == 0:
-        raise CnnvizError(f"maps must be a non-empty (H, W, C) array of real numbers; got shape {arr.shape}, "
-                          f"dtype {arr.dtype}")
-    # rows first, then columns: both reductions run over contiguous memory (much faster than axis=(0, 1))
-    highest = arr.max(axis=0).max(axis=0).astype(np.float64)
-    mean = arr.sum(axis=0, dtype=np.float64).sum(axis=0) / (arr.shape[0] * arr.shape[1])
-    if not (np.isfinite(highest).all() and np.isfinite(mean).all()):  # NaN and inf reach the max or the mean
-        raise CnnvizError("maps contain non-finite values (NaN or inf)")
-    zeros = np.count_nonzero(arr == 0, axis=0).sum(axis=0) / (arr.shape[0] * arr.shape[1])
-    return {"max": highest, "mean": mean, "zeros": zeros.astype(np.float64)}
-
-
-def order_channels(statistics: dict[str, np.ndarray], by: str) -> np.ndarray:
-    """Channel indices (C,) in the order `by` (one of `CHANNEL_ORDERS`): strongest first, ties by index.
-
-    "max", "mean": largest first. "zeros": fewest zeros first (dead channels last). "index": 0..C-1.
-    """
-    if by not in CHANNEL_ORDERS:
-        raise CnnvizError(f"channel order must be one of {CHANNEL_ORDERS}; got {by!r}")
-    n = len(next(iter(statistics.values())))
-    if by == "index":
-        return np.arange(n)
-    values = np.asarray(statistics[by], dtype=np.float64)
-    return np.argsort(values if by == "zeros" else -values, kind="stable")

@@ -17,13 +17,15 @@ import ipywidgets
 import numpy as np
 import traitlets
 
-from .. import render
-from ..errors import CnnvizError, LayerError
-from ..explain import METHODS, Explanation, Target, TopClasses, overlay
-from ._common import BusyFrame, as_state, close_all, colored, format_number
-from ._stateview import StateView
-from .compare import COMPARE_SIDE, CompareImages
-from .mosaic import MosaicFigure
+from cnnviz_widgets.attribution.classes import Target, TopClasses
+from cnnviz_widgets.attribution.explainer import METHODS, Explanation
+from cnnviz_widgets.attribution.heatmaps import overlay
+from cnnviz_widgets.errors import CnnvizError, LayerError
+from cnnviz_widgets.pictures import render
+from cnnviz_widgets.widgets._common import BusyFrame, as_state, close_all, colored, format_number
+from cnnviz_widgets.widgets._stateview import StateView
+from cnnviz_widgets.widgets.compare import COMPARE_SIDE, CompareImages
+from cnnviz_widgets.widgets.mosaic import MosaicFigure
 
 __all__ = ["COMPARE_SIDE", "HEAT_CMAP", "ClassActivationMap", "CompareImages", "Predictions"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CnnvizError
+from cnnviz_widgets.errors import CnnvizError
 
 DEFAULT_CACHE_BYTES = 640 * 2**20
 """Two images' worth of VGG16 activations at 512×512 (conv, pool and input outputs: about 320 MB each)."""

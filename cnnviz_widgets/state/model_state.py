@@ -15,27 +15,21 @@ from typing import Any
 import numpy as np
 import traitlets
 
-from . import images
-from ._lru import LruCache
-from .activations import ActivationExtractor, input_key
-from .analysis import (
-    CHANNEL_ORDERS,
-    SLIDING_CONVS,
-    PixelBreakdown,
-    ReceptiveField,
-    channel_statistics,
-    order_channels,
-    pixel_breakdown,
-    receptive_field,
-)
-from .effects import (
-    FilterBreakdown,
-    activation_name,
-    break_down_filter,
-)
-from .errors import CnnvizError, LayerError
-from .explain import Explainer, Explanation, Target, TopClasses
-from .inputs import (
+from cnnviz_widgets.attribution.classes import Target, TopClasses
+from cnnviz_widgets.attribution.explainer import Explainer, Explanation
+from cnnviz_widgets.errors import CnnvizError, LayerError
+from cnnviz_widgets.lessons.arithmetic import activation_name
+from cnnviz_widgets.lessons.channel_stats import CHANNEL_ORDERS, channel_statistics, order_channels
+from cnnviz_widgets.lessons.filter_effect import FilterBreakdown, break_down_filter
+from cnnviz_widgets.lessons.pixel_breakdown import SLIDING_CONVS, PixelBreakdown, pixel_breakdown
+from cnnviz_widgets.lessons.receptive_field import ReceptiveField, receptive_field
+from cnnviz_widgets.lru import LruCache
+from cnnviz_widgets.network.extractor import ActivationExtractor, input_key
+from cnnviz_widgets.network.graph import ModelGraph, short_list
+from cnnviz_widgets.network.loading import load_model, model_info
+from cnnviz_widgets.network.memory import check_fits
+from cnnviz_widgets.pictures import images
+from cnnviz_widgets.pictures.preprocessing import (
     ModelInput,
     Preprocess,
     describe_preprocessing,
@@ -43,9 +37,7 @@ from .inputs import (
     input_channel_labels,
     prepare_input,
 )
-from .memory import check_fits
-from .models import ModelGraph, load_model, model_info, short_list
-from .render import COLORMAPS, NORMALIZATIONS
+from cnnviz_widgets.pictures.render import COLORMAPS, NORMALIZATIONS
 
 RECENT_IMAGES = 3
 """Prepared inputs kept for going back to a recent image (3 × 3.8 MB at 512×512)."""

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CnnvizError, ImageError
-from .images import fit_image, to_grey
+from cnnviz_widgets.errors import CnnvizError, ImageError
+from cnnviz_widgets.pictures.images import fit_image, to_grey
 
 PREPROCESSING = ("caffe", "tf", "torch", "unit", "none")
 """Named preprocessing modes: caffe (VGG16/19, ResNet50: RGB→BGR minus the ImageNet mean), tf (to -1..1,

@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import receptive_field
-from .errors import CnnvizError, LayerError
-from .feed import ModelFeed
-from .inputs import preprocess_name, scale_rgb
-from .scan import _cancelled, _progress_bar, cache_dir, weights_key
+from cnnviz_widgets.errors import CnnvizError, LayerError
+from cnnviz_widgets.features.examples import cache_dir, weights_key
+from cnnviz_widgets.features.progress import cancelled, progress_bar
+from cnnviz_widgets.lessons.receptive_field import receptive_field
+from cnnviz_widgets.network.feed import ModelFeed
+from cnnviz_widgets.pictures.preprocessing import preprocess_name, scale_rgb
 
 OBJECTIVES = ("channel", "neuron")
 """What is maximised: "channel", the filter's mean pre-activation over its whole map (Lucid's channel objective,
@@ -163,7 +164,7 @@ def _objective_model(state: ModelFeed, name: str, filters: list[int], what: str)
     """x (N, H, W, C) fed -> (N,) the mean pre-activation of filters[i] for batch item i (or its centre unit)."""
     import tensorflow as tf
 
-    from ._keras import keras
+    from cnnviz_widgets.network.backend import keras
 
     graph = state.graph
     node = graph.node(name)
@@ -215,7 +216,7 @@ def _optimise(state: ModelFeed, name: str, filters: list[int], what: str, steps:
               cancel: Any) -> list[FeatureVisualization]:
     import tensorflow as tf
 
-    from ._keras import keras
+    from cnnviz_widgets.network.backend import keras
 
     objective = _objective_model(state, name, filters, what)
     mode = preprocess_name(state.preprocessing)
@@ -280,7 +281,7 @@ def _optimise(state: ModelFeed, name: str, filters: list[int], what: str, steps:
                                (1, 1, 3, 1)).astype(np.float32))
     start_values = np.asarray(evaluate())
     trace = np.zeros((steps, n), np.float32)
-    update, close = _progress_bar(progress, steps, 0)
+    update, close = progress_bar(progress, steps, 0)
     started = time.perf_counter()
     done = 0
     try:
@@ -289,7 +290,7 @@ def _optimise(state: ModelFeed, name: str, filters: list[int], what: str, steps:
             if param == "pixel" and blur_every and done % blur_every == 0:
                 variable.assign(tf.nn.depthwise_conv2d(variable, blur, [1, 1, 1, 1], "SAME"))
             update(done)
-            if _cancelled(cancel):
+            if cancelled(cancel):
                 break
     finally:
         close()

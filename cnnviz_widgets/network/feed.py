@@ -12,9 +12,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .activations import ActivationExtractor
-from .inputs import ModelInput, Preprocess
-from .models import ModelGraph
+from cnnviz_widgets.network.extractor import ActivationExtractor
+from cnnviz_widgets.network.graph import ModelGraph
+from cnnviz_widgets.pictures.preprocessing import ModelInput, Preprocess
 
 
 class ModelFeed(Protocol):

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import CnnvizError, CnnvizWarning, ImageError
+from cnnviz_widgets.errors import CnnvizError, CnnvizWarning, ImageError
 
 __all__ = [
     "MAX_PIXELS",
@@ -59,7 +59,7 @@ def sample_image(name: str = "astronaut") -> np.ndarray:
     """Load a bundled free sample image as (H, W, 3) uint8 (the greyscale "camera" gets 3 equal channels)."""
     if not isinstance(name, str) or name not in SAMPLE_IMAGES:
         raise ImageError(f"no sample image named {name!r}; the samples are: {', '.join(SAMPLE_IMAGES)}")
-    data = resources.files(__package__ or "cnnviz_widgets").joinpath("data", SAMPLE_IMAGES[name][0]).read_bytes()
+    data = resources.files("cnnviz_widgets").joinpath("data", SAMPLE_IMAGES[name][0]).read_bytes()
     return load_image(data)
 
 

@@ -1,198 +1,45 @@
 """Why the network decides: its top predictions, Grad-CAM and plain gradient saliency maps.
 
-For a model with a classifier (output (batch, classes)) `Explainer.predict` gives the top classes, with the
-ImageNet class names shipped in ``data/imagenet_classes.json`` for 1000-class models. `Explainer.grad_cam`
-(Selvaraju et al. 2017) weighs a conv layer's maps by the mean gradient of a score over each map, sums them
-and keeps the positive part; `Explainer.saliency` (Simonyan et al. 2013) is |d score / d input|, the largest
-over the fed channels. The score is a class's logit (the value before softmax, as in the Grad-CAM paper) or
-its probability, or, for a model without a classifier (the offline VGG16 conv weights), the mean activation
-of one channel of a layer: "what in the picture drives this filter".
+`Explainer.predict` gives the top classes. `Explainer.grad_cam` (Selvaraju et al. 2017) weighs a conv layer's
+maps by the mean gradient of a score over each map, sums them and keeps the positive part;
+`Explainer.saliency` (Simonyan et al. 2013) is |d score / d input|, the largest over the fed channels.
 
 Gradients are taken with `tf.GradientTape` through the model's own layers (the `ModelGraph`), so nothing is
-copied. Given the activation cache (`activations`), only the layers that matter run: Grad-CAM on layer E of
-a score computed at layer L starts from E's cached maps and runs E → L; a filter target on a Conv2D layer
+copied. Given the activation cache (`network.extractor`), only the layers that matter run: Grad-CAM on layer E
+of a score computed at layer L starts from E's cached maps and runs E → L; a filter target on a Conv2D layer
 computes that one filter, not the whole layer; predictions continue from the deepest cached layer instead of
-running the network again. TensorFlow is imported inside functions, after `_keras.keras()`; no widgets here.
+running the network again. TensorFlow is imported inside functions, after `network.backend.keras()`.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import numpy as np
 
-from . import render
-from ._keras import keras
-from .activations import input_key
-from .errors import CnnvizError, LayerError, ModelError
-from .models import ModelGraph
+from cnnviz_widgets.attribution.classes import (
+    SCORES,
+    Classifier,
+    Target,
+    TopClasses,
+    find_classifier,
+    layer_activation_name,
+    output_node,
+)
+from cnnviz_widgets.attribution.heatmaps import unit_heatmap
+from cnnviz_widgets.errors import CnnvizError, LayerError, ModelError
+from cnnviz_widgets.network.backend import keras
+from cnnviz_widgets.network.extractor import input_key
+from cnnviz_widgets.network.graph import ModelGraph
 
-SCORES = ("logit", "probability")
-"""What a class target's gradient is taken of: the class's logit (pre-softmax; Grad-CAM's choice: it does
-not shrink as other classes grow) or its probability (the model's output)."""
 METHODS = ("grad-cam", "saliency")
-IMAGENET_CLASSES = 1000
+
+
 _CACHED_RESULTS = 16  # explanations kept per Explainer (small: a heat map is one (H, W) float32 array)
-
-
-# --------------------------------------------------------------------------------------------- class names
-
-
-@functools.cache
-def imagenet_class_index() -> dict[int, tuple[str, str]]:
-    """The ImageNet-1k classes in Keras' ``imagenet_class_index.json`` form: index -> (WordNet id, name).
-
-    Shipped with the package (see data/CREDITS.md), so nothing is downloaded. Names are Keras' short ones,
-    e.g. 281 -> ("n02123045", "tabby"), 817 -> ("n04285008", "sports_car").
-    """
-    text = resources.files(__package__ or "cnnviz_widgets").joinpath("data", "imagenet_classes.json").read_text(
-        encoding="utf-8")
-    return {int(k): (v[0], v[1]) for k, v in json.loads(text).items()}
-
-
-def imagenet_class_names() -> tuple[str, ...]:
-    """The 1000 ImageNet class names for display, in class order ("sports_car" reads "sports car")."""
-    index = imagenet_class_index()
-    return tuple(index[i][1].replace("_", " ") for i in range(IMAGENET_CLASSES))
-
-
-# --------------------------------------------------------------------------------------------- classifier
-
-
-@dataclass(frozen=True)
-class Classifier:
-    """What a model's class output is.
-
-    layer : name of the output layer in the `ModelGraph`.
-    n_classes : length of the output vector.
-    names : one display name per class.
-    names_source : "ImageNet" (1000 classes), "given" (by the user) or "index" ("class 7").
-    activation : the output layer's activation: "softmax" (probabilities), "sigmoid" (one probability per
-        class, independent) or anything else (scores; probabilities are then a softmax computed here).
-    logit : how a class's logit is reached, for gradients: "dense" (recomputed from the output Dense layer's
-        input), "activation" (the input of a final softmax layer), "output" (the output is the logit), or ""
-        (not reachable: gradients are taken of the probability).
-    """
-
-    layer: str
-    n_classes: int
-    names: tuple[str, ...]
-    names_source: str
-    activation: str
-    logit: str
-
-    @property
-    def probability_words(self) -> str:
-        """How the shown probabilities relate to the model's output, in words."""
-        if self.activation == "softmax":
-            return "the model's softmax output"
-        if self.activation == "sigmoid":
-            return "the model's sigmoid outputs (one per class, independent: they need not sum to 1)"
-        return f"a softmax of the model's {self.activation or 'linear'} outputs (the model has no softmax)"
-
-
-def _activation_name(layer: Any) -> str:
-    try:
-        value = layer.get_config().get("activation", "")
-    except Exception:  # a custom layer without get_config: its activation is unknown
-        return ""
-    if isinstance(value, dict):  # a serialised activation object
-        value = value.get("config", {}).get("name", "") or value.get("class_name", "")
-    return str(value or "").lower()
-
-
-def _output_node(graph: ModelGraph) -> Any:
-    outputs = graph.output_tensors
-    if len(outputs) != 1:
-        raise ModelError(f"{graph.model.name} has {len(outputs)} outputs; predictions are shown for models "
-                         "with one class output")
-    for node in reversed(graph.nodes.values()):
-        if node.tensor is outputs[0]:
-            return node
-    raise ModelError(f"cannot find the output layer of {graph.model.name}")
-
-
-def find_classifier(graph: ModelGraph, class_names: Sequence[str] | None = None) -> Classifier:
-    """The model's classifier output, or ModelError saying why it has none.
-
-    class_names : one name per class (default: ImageNet's for 1000 classes, "class i" otherwise).
-    """
-    node = _output_node(graph)
-    shape = tuple(node.output_shape)
-    if len(shape) != 2:
-        what = (f"{shape[-1]} maps" if len(shape) == 4 and shape[-1] else "maps") + ", not one score per class"
-        vgg = ("The offline VGG16 weights (the HED edge detector's) keep only its 13 conv layers; load VGG16 with "
-               "its ImageNet weights for the classifier. " if graph.model.name.lower().startswith("vgg16") else "")
-        raise ModelError(
-            f"{graph.model.name} has no classifier: its output is {what}, so there are no class predictions. "
-            f"{vgg}Grad-CAM and saliency of one filter's mean activation work without a classifier.")
-    n = shape[1]
-    if n is None or n < 2:
-        raise ModelError(f"{graph.model.name}'s output {shape} has {n} value(s) per image; predictions are shown "
-                         "for classifiers with at least 2 classes")
-    if class_names is not None:
-        names = tuple(str(name) for name in class_names)
-        if len(names) != n:
-            raise ModelError(f"class_names has {len(names)} names; {graph.model.name} has {n} classes")
-        source = "given"
-    elif n == IMAGENET_CLASSES:
-        names, source = imagenet_class_names(), "ImageNet"
-    else:
-        names, source = tuple(f"class {i}" for i in range(n)), "index"
-    activation = _activation_name(node.layer)
-    if node.class_name == "Softmax":
-        activation = "softmax"
-    if node.class_name == "Dense":
-        logit = "dense" if activation not in ("", "linear") else "output"
-    elif node.class_name in ("Softmax", "Activation") and len(node.inputs) == 1:
-        logit = "activation"
-    else:
-        logit = "output" if activation in ("", "linear") else ""
-    return Classifier(node.name, int(n), names, source, activation, logit)
-
-
-# --------------------------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True, eq=False)  # eq=False: an ndarray field makes a generated __eq__ meaningless
-class TopClasses:
-    """The top classes for one input, most likely first.
-
-    indices : class indices. probabilities : (k,) float64, see `note`. names : display names.
-    outputs : (n_classes,) float32, the model's raw output vector. note : how the probabilities were had.
-    """
-
-    indices: tuple[int, ...]
-    probabilities: np.ndarray
-    names: tuple[str, ...]
-    outputs: np.ndarray
-    note: str
-
-
-@dataclass(frozen=True)
-class Target:
-    """What an explanation explains: a class's score, or one filter's mean activation in a layer.
-
-    kind : "class" or "filter". index : the class, or the filter (output channel) of `layer`.
-    layer : the filter's layer ("" for a class).
-    """
-
-    kind: str
-    index: int
-    layer: str = ""
-
-    def words(self, classifier: Classifier | None = None) -> str:
-        if self.kind == "class":
-            name = classifier.names[self.index] if classifier is not None else ""
-            return f"class {self.index}" + (f" ({name})" if name and name != f"class {self.index}" else "")
-        return f"{self.layer} filter {self.index}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -219,74 +66,6 @@ class Explanation:
     heatmap: np.ndarray
     weights: np.ndarray | None
     note: str = ""
-
-
-# --------------------------------------------------------------------------------------------- pictures
-
-
-def upsample(values: np.ndarray, size: tuple[int, int], align_corners: bool = False) -> np.ndarray:
-    """Bilinear resize of an (h, w) map to size = (H, W), float32.
-
-    align_corners False (default): pixel centres line up (a cell of a stride-16 map covers 16 input pixels),
-    as OpenCV's and Pillow's bilinear resize and the Grad-CAM authors' code do; edges are clamped.
-    True: the corner pixels line up, as `scipy.ndimage.zoom(order=1)` (and so tf-keras-vis) does.
-    """
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim != 2 or arr.size == 0:
-        raise CnnvizError(f"values must be a non-empty (h, w) map; got shape {arr.shape}")
-    height, width = (int(s) for s in size)
-    if height < 1 or width < 1:
-        raise CnnvizError(f"size must be two positive integers (height, width); got {size!r}")
-    y0, y1, wy = _linear_taps(arr.shape[0], height, align_corners)
-    x0, x1, wx = _linear_taps(arr.shape[1], width, align_corners)
-    rows = arr[y0] * (1 - wy)[:, None] + arr[y1] * wy[:, None]
-    return (rows[:, x0] * (1 - wx) + rows[:, x1] * wx).astype(np.float32)
-
-
-def _linear_taps(n_in: int, n_out: int, align_corners: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each output position: the two input indices it lies between and the weight of the second."""
-    if align_corners:
-        pos = np.arange(n_out) * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(1)
-    else:
-        pos = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-    pos = np.clip(pos, 0, n_in - 1)
-    low = np.minimum(np.floor(pos).astype(int), n_in - 1)
-    return low, np.minimum(low + 1, n_in - 1), pos - low
-
-
-def overlay(picture: np.ndarray, heatmap: np.ndarray, cmap: str = "magma", opacity: float = 0.5,
-            weighted: bool = False) -> np.ndarray:
-    """The picture with a coloured heat map over it: (1 - a) * picture + a * colour(heatmap).
-
-    picture : (H, W, 3) uint8. heatmap : (H, W) values in [0, 1]. opacity : 0 (the picture) .. 1 (the map).
-    weighted : False, a = opacity everywhere; True, a = min(1, 2 * opacity * heatmap), so where the map is weak
-    the picture stays clear, and at the default opacity 0.5 the peak is drawn in full colour (a sparse map's few
-    hot spots must stand out, not sit half-blended into the photo). Returns (H, W, 3) uint8.
-    """
-    pic = np.asarray(picture)
-    heat = np.asarray(heatmap)
-    if pic.dtype != np.uint8 or pic.ndim != 3 or pic.shape[2] != 3:
-        raise CnnvizError(f"picture must be (H, W, 3) uint8; got shape {pic.shape}, dtype {pic.dtype}")
-    if heat.shape != pic.shape[:2]:
-        raise CnnvizError(f"heatmap must be (H, W) = {pic.shape[:2]} like the picture; got {heat.shape}")
-    if not (isinstance(opacity, (int, float)) and 0.0 <= float(opacity) <= 1.0):
-        raise CnnvizError(f"opacity must be a number in 0..1; got {opacity!r}")
-    colour = render.apply_colormap(heat, cmap)
-    if colour.ndim == 2:  # grey gives one channel
-        colour = np.repeat(colour[..., None], 3, axis=2)
-    alpha = (np.minimum(1.0, 2.0 * float(opacity) * heat.astype(np.float32))[..., None] if weighted
-             else np.float32(opacity))
-    blend = (1.0 - alpha) * pic.astype(np.float32) + alpha * colour.astype(np.float32)
-    return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
-
-
-def _unit(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """`raw` at `size`, scaled by its min..max to [0, 1] (a flat map is all zero)."""
-    big = raw if raw.shape == tuple(size) else upsample(raw, size)
-    return render.normalize(big[..., None], "per_map")[0][..., 0]
-
-
-# --------------------------------------------------------------------------------------------- explainer
 
 
 class Explainer:
@@ -376,7 +155,7 @@ class Explainer:
         """The model's output computed on from the deepest cached layer that alone determines it, or None."""
         if not self.reuse:
             return None
-        output = _output_node(self.graph).name
+        output = output_node(self.graph).name
         if self._prediction_start is False:
             self._prediction_start = None
             for node in reversed(list(self.graph.nodes.values())):  # deepest first
@@ -493,7 +272,7 @@ class Explainer:
         note = "" if raw.max() > 0 else (f"all zero: no map of {node.name} raises this score (every weighted sum "
                                          "is negative)")
         result = Explanation("grad-cam", target, score, value, node.name, raw,
-                             _unit(raw, x.shape[:2]), weights.astype(np.float32), note)
+                             unit_heatmap(raw, x.shape[:2]), weights.astype(np.float32), note)
         return self._remember(cache_key, result)
 
     def saliency(self, x: np.ndarray, target: Target, score: str | None = None,
@@ -507,7 +286,7 @@ class Explainer:
         _, grads, value = self._gradients(x, target, score, None, key)
         raw = np.abs(grads).max(axis=2).astype(np.float32)
         note = "" if raw.max() > 0 else "all zero: this score does not change with any input pixel"
-        result = Explanation("saliency", target, score, value, self.graph.input_name, raw, _unit(raw, raw.shape),
+        result = Explanation("saliency", target, score, value, self.graph.input_name, raw, unit_heatmap(raw, raw.shape),
                              None, note)
         return self._remember(cache_key, result)
 
@@ -678,7 +457,7 @@ class Explainer:
             config = node.layer.get_config()
             if config.get("data_format", "channels_last") != "channels_last":
                 return None
-            if node.class_name == "Conv2D" and (config.get("groups", 1) != 1 or _activation_name(node.layer)
+            if node.class_name == "Conv2D" and (config.get("groups", 1) != 1 or layer_activation_name(node.layer)
                                                 not in ("relu", "linear", "")):
                 return None
             chain.append(name)
@@ -695,7 +474,7 @@ class Explainer:
         inp = outputs[node.inputs[0]][np.newaxis]
         padding = config["padding"].upper()
         if node.class_name == "Conv2D":
-            if _activation_name(node.layer) == "relu":
+            if layer_activation_name(node.layer) == "relu":
                 grad = tf.raw_ops.ReluGrad(gradients=grad, features=out)
             kh, kw = node.layer.kernel.shape[:2]
             if (tuple(config["strides"]) == (1, 1) and tuple(config["dilation_rate"]) == (1, 1)
