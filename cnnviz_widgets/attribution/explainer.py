@@ -31,6 +31,7 @@ from cnnviz_widgets.attribution.classes import (
     output_node,
 )
 from cnnviz_widgets.attribution.heatmaps import unit_heatmap
+from cnnviz_widgets.checks import check_filter, check_int
 from cnnviz_widgets.errors import CnnvizError, LayerError, ModelError
 from cnnviz_widgets.network.backend import keras
 from cnnviz_widgets.network.extractor import input_key
@@ -197,8 +198,7 @@ class Explainer:
     def predict(self, x: np.ndarray, top: int = 5, key: str | None = None) -> TopClasses:
         """The `top` most likely classes for the prepared input `x` (H, W, C)."""
         classifier = self.classifier
-        if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-            raise CnnvizError(f"top must be an integer >= 1; got {top!r}")
+        top = check_int(top, "top", 1)
         outputs = self.outputs(x, key)
         order = np.argsort(-outputs, kind="stable")[: min(top, classifier.n_classes)]
         probabilities = self.probabilities(outputs)[order]
@@ -233,10 +233,7 @@ class Explainer:
         classifier = self.classifier
         if class_index is None:
             return Target("class", self.top_class(x, key))
-        if isinstance(class_index, bool) or not isinstance(class_index, (int, np.integer)) or not (
-                0 <= class_index < classifier.n_classes):
-            raise CnnvizError(f"class_index must be an integer in 0..{classifier.n_classes - 1}; got {class_index!r}")
-        return Target("class", int(class_index))
+        return Target("class", check_int(class_index, "class_index", 0, classifier.n_classes - 1))
 
     def filter_target(self, layer: str, filter: int) -> Target:
         """A filter target: the mean activation of output channel `filter` of `layer` (a layer with maps)."""
@@ -245,9 +242,7 @@ class Explainer:
             raise LayerError(f"{layer} ({node.class_name}) has no maps: a filter target needs a layer with "
                              "(batch, height, width, channels) output")
         n = int(node.output_shape[-1])
-        if isinstance(filter, bool) or not isinstance(filter, (int, np.integer)) or not 0 <= filter < n:
-            raise CnnvizError(f"{layer} has {n} filters (0..{n - 1}); got filter {filter!r}")
-        return Target("filter", int(filter), node.name)
+        return Target("filter", check_filter(filter, layer, n, error=CnnvizError), node.name)
 
     # -- explanations -----------------------------------------------------------------------------------
 

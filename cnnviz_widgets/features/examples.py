@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnviz_widgets.checks import check_filter, is_int
 from cnnviz_widgets.errors import CnnvizError, LayerError
 
 CACHE_ENV = "CNNVIZ_CACHE_DIR"
@@ -230,8 +231,7 @@ class TopExamples:
     def _pick(self, layer: str, filter: int) -> tuple[str, int, int]:
         name = self._layer(layer)
         n_filters = self.n_filters(name)
-        if isinstance(filter, bool) or not isinstance(filter, (int, np.integer)) or not 0 <= filter < n_filters:
-            raise LayerError(f"{name} has {n_filters} filters (0..{n_filters - 1}); got filter {filter!r}")
+        check_filter(filter, name, n_filters)
         count = int(np.sum(self.index[name][int(filter)] >= 0))
         return name, int(filter), count
 
@@ -243,7 +243,7 @@ def _shifted(top: TopExamples, name: str, offset: int) -> tuple[np.ndarray, ...]
 
 
 def _id_key(value: Any) -> tuple:
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if is_int(value):
         return (0, int(value), "")
     return (1, 0, str(value))
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnviz_widgets.checks import check_positive
 from cnnviz_widgets.errors import CnnvizError, LayerError
 from cnnviz_widgets.features.examples import TopExamples, cache_dir, weights_key
 from cnnviz_widgets.features.progress import cancelled, progress_bar
@@ -91,10 +92,8 @@ def top_examples(state: ModelFeed, images: Any, k: int = 9, layers: Sequence[str
         a checkpoint and returns what it has (``complete=False``). Calling again resumes from the checkpoint.
     checkpoint_seconds : how often a running scan saves its checkpoint (also on cancel and on an exception).
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise CnnvizError(f"k must be a positive int; got {k!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise CnnvizError(f"batch_size must be a positive int; got {batch_size!r}")
+    check_positive(k, "k")
+    check_positive(batch_size, "batch_size")
     names = scan_layers(state, layers)
     source = ImageSource(images, ids)
     model_key = weights_key(state.model, names, int(k), preprocess_name(state.preprocessing), state.max_side)

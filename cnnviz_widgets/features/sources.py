@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnviz_widgets.checks import check_int
 from cnnviz_widgets.errors import CnnvizError
 from cnnviz_widgets.pictures import images as _images
 
@@ -124,8 +125,8 @@ def sample_collection(side: int = 112, *, flips: bool = True, skimage: bool = Tr
     tiles. Returns (pictures RGB uint8, ids such as "coffee[112:224, 0:112]" or "... flipped"); `limit` caps
     the count (evenly spread over the collection).
     """
-    if isinstance(side, bool) or not isinstance(side, (int, np.integer)) or side < _images.MIN_SIDE:
-        raise CnnvizError(f"side must be an int of at least {_images.MIN_SIDE} pixels; got {side!r}")
+    check_int(side, "side", _images.MIN_SIDE,
+              message=f"side must be an int of at least {_images.MIN_SIDE} pixels; got {side!r}")
     named = [(name, _images.sample_image(name)) for name in _images.sample_names()]
     if skimage:
         try:

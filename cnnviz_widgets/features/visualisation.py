@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnviz_widgets.checks import check_filter, check_int, check_positive, is_int
 from cnnviz_widgets.errors import CnnvizError, LayerError
 from cnnviz_widgets.features.examples import cache_dir, weights_key
 from cnnviz_widgets.features.progress import cancelled, progress_bar
@@ -85,7 +86,7 @@ def maximize(state: ModelFeed, layer: str, filter: int | Sequence[int], steps: i
     cancel : a threading.Event (or a callable) checked every step: the picture so far comes back with
     ``complete=False``. cache : True, a folder or False (see `scan.cache_dir`).
     """
-    filters = [filter] if isinstance(filter, (int, np.integer)) and not isinstance(filter, bool) else list(filter)
+    filters = [filter] if is_int(filter) else list(filter)
     single = len(filters) == 1 and not isinstance(filter, (list, tuple, np.ndarray))
     name = _check(state, layer, filters, steps, size, param)
     if objective == "auto":
@@ -146,12 +147,9 @@ def _check(state: ModelFeed, layer: str, filters: list, steps: int, size: int, p
     if not filters:
         raise CnnvizError("filter must be an int or a non-empty list of ints")
     for f in filters:
-        if isinstance(f, bool) or not isinstance(f, (int, np.integer)) or not 0 <= f < n:
-            raise LayerError(f"{layer} has {n} filters (0..{n - 1}); got filter {f!r}")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise CnnvizError(f"steps must be a positive int; got {steps!r}")
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 16:
-        raise CnnvizError(f"size must be an int of at least 16 pixels; got {size!r}")
+        check_filter(f, layer, n)
+    check_positive(steps, "steps")
+    check_int(size, "size", 16, message=f"size must be an int of at least 16 pixels; got {size!r}")
     if param not in PARAMETRISATIONS:
         raise CnnvizError(f"param must be one of {', '.join(PARAMETRISATIONS)}; got {param!r}")
     if callable(state.preprocessing):

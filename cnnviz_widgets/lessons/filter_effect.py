@@ -24,6 +24,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from cnnviz_widgets.checks import check_int, check_positive
 from cnnviz_widgets.errors import CnnvizError
 from cnnviz_widgets.lessons.arithmetic import (
     activation_name,
@@ -135,9 +136,9 @@ def check_conv_inputs(previous: object, kernel: object, filter: object) -> tuple
     if ker.shape[2] != prev.shape[2]:
         raise CnnvizError(f"the kernel takes {ker.shape[2]} input channels but previous has {prev.shape[2]} "
                           f"(kernel {ker.shape}, previous {prev.shape})")
-    if isinstance(filter, bool) or not isinstance(filter, (int, np.integer)) or not 0 <= filter < ker.shape[3]:
-        raise CnnvizError(f"filter must be an int in 0..{ker.shape[3] - 1}; got {filter!r}")
-    return prev.astype(np.float32, copy=False), ker.astype(np.float32, copy=False), int(filter)
+    f = check_int(filter, "filter", 0, ker.shape[3] - 1,
+                  message=f"filter must be an int in 0..{ker.shape[3] - 1}; got {filter!r}")
+    return prev.astype(np.float32, copy=False), ker.astype(np.float32, copy=False), f
 
 
 def channel_contributions(previous: np.ndarray, kernel: np.ndarray, filter: int, *,
@@ -247,8 +248,8 @@ def break_down_filter(previous: np.ndarray, kernel: np.ndarray, bias: np.ndarray
     n = prev.shape[2]
     if channels is not None:
         shown = _check_channels(channels, n)
-    elif isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-        raise CnnvizError(f"top_k must be a positive int; got {top_k!r}")
+    else:
+        check_positive(top_k, "top_k")
     bias_arr = np.asarray(bias, dtype=np.float32).reshape(-1)
     b = float(bias_arr[f] if bias_arr.size > 1 else bias_arr[0]) if bias_arr.size else 0.0
     compute = transposed_channel_contributions if transposed else channel_contributions

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cnnviz_widgets.errors import CnnvizError
+from cnnviz_widgets.checks import check_int, check_positive
 from cnnviz_widgets.lessons.arithmetic import activation_name, apply_activation, conv_geometry, pair
 from cnnviz_widgets.lessons.filter_effect import check_conv_inputs
 
@@ -100,8 +100,7 @@ def pixel_breakdown(previous: np.ndarray, kernel: np.ndarray, bias: np.ndarray |
     Sums are formed in float64, so they match the layer's float32 output to float32 rounding.
     """
     prev, ker, f = check_conv_inputs(previous, kernel, filter)
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-        raise CnnvizError(f"top_k must be a positive int; got {top_k!r}")
+    check_positive(top_k, "top_k")
     (sy, sx), (dy, dx) = pair(strides, "strides"), pair(dilation, "dilation")
     (h, w, n), (kh, kw) = prev.shape, ker.shape[:2]
     out_h, top, _ = conv_geometry(h, kh, sy, dy, padding)
@@ -137,8 +136,7 @@ def pixel_breakdown(previous: np.ndarray, kernel: np.ndarray, bias: np.ndarray |
 
 def check_position(row: object, col: object, shape: tuple[int | None, int | None], what: str) -> tuple[int, int]:
     for value, size, name in ((row, shape[0], "row"), (col, shape[1], "col")):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0 or (
-                size is not None and value >= size):
-            accepted = f"0..{size - 1}" if size is not None else "0 or more"
-            raise CnnvizError(f"{name} must be an int in {accepted} ({what} is {shape[0]}×{shape[1]}); got {value!r}")
+        accepted = f"0..{size - 1}" if size is not None else "0 or more"
+        check_int(value, name, 0, None if size is None else size - 1,
+                  message=f"{name} must be an int in {accepted} ({what} is {shape[0]}×{shape[1]}); got {value!r}")
     return int(row), int(col)  # type: ignore[call-overload]

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cnnviz_widgets.checks import check_int, is_int
 from cnnviz_widgets.errors import CnnvizError, CnnvizWarning, ImageError
 
 __all__ = [
@@ -299,7 +300,7 @@ def _check_image(image: Any, channels: tuple[int, ...] = (3,)) -> None:
 
 def _check_size(size: Any, name: str) -> tuple[int, int]:
     if (not isinstance(size, (tuple, list)) or len(size) != 2
-            or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in size)):
+            or not all(is_int(s) and s > 0 for s in size)):
         raise CnnvizError(f"{name} must be (height, width), two positive integers; got {size!r}")
     return int(size[0]), int(size[1])
 
@@ -344,8 +345,7 @@ def fit_image(image: np.ndarray, *, target_size: tuple[int, int] | None = None,
             return image, None
         return resize_image(image, (th, tw)), (
             f"resized from {width}×{height} to {tw}×{th} (the model's fixed input size)")
-    if isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer)) or max_side < MIN_SIDE:
-        raise CnnvizError(f"max_side must be an integer >= {MIN_SIDE}; got {max_side!r}")
+    check_int(max_side, "max_side", MIN_SIDE)
     longest = max(height, width)
     if longest <= max_side:
         return image, None

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from PIL import Image
 
+from cnnviz_widgets.checks import check_int
 from cnnviz_widgets.errors import CnnvizError
 
 NORMALIZATIONS = ("per_map", "per_layer", "symmetric")
@@ -62,12 +63,6 @@ def _check_finite(arr: np.ndarray, name: str = "maps") -> None:
         raise CnnvizError(f"{name} contains {bad} non-finite value(s) (NaN or inf) out of {arr.size}")
 
 
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise CnnvizError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
-
-
 def pool_maps(maps: np.ndarray, max_side: int) -> np.ndarray:
     """Average-pool a stack so that neither side exceeds `max_side`.
 
@@ -76,7 +71,7 @@ def pool_maps(maps: np.ndarray, max_side: int) -> np.ndarray:
     Pool before normalising: it is cheaper (fewer pixels to scale) and the ranges then match what is shown.
     """
     arr = _check_stack(maps)
-    k = math.ceil(max(arr.shape[:2]) / _check_int(max_side, "max_side", 1))
+    k = math.ceil(max(arr.shape[:2]) / check_int(max_side, "max_side", 1))
     if k == 1:
         return arr
     h, w = arr.shape[:2]
@@ -228,10 +223,10 @@ def apply_colormap(unit: np.ndarray, cmap: str = "grey") -> np.ndarray:
 
 def grid_shape(n: int, cols: int | None = None) -> tuple[int, int]:
     """(rows, cols) for n tiles: near-square by default, cols = ceil(sqrt(n)), e.g. 64 -> (8, 8), 3 -> (2, 2)."""
-    n = _check_int(n, "n", 1)
+    n = check_int(n, "n", 1)
     if cols is None:
         cols = math.isqrt(n - 1) + 1  # exact ceil(sqrt(n)) for integers, no float rounding
-    cols = _check_int(cols, "cols", 1)
+    cols = check_int(cols, "cols", 1)
     return -(-n // cols), cols
 
 
@@ -307,8 +302,8 @@ def tile_maps(
     if len(labels) != n or len(set(labels)) != n:
         raise CnnvizError(f"indices must be {n} distinct map indices, one per tile; got {len(labels)}")
     rows, cols = grid_shape(n, cols)
-    pad = _check_int(pad, "pad", 0)
-    if _check_int(pad_value, "pad_value", 0) > 255:
+    pad = check_int(pad, "pad", 0)
+    if check_int(pad_value, "pad_value", 0) > 255:
         raise CnnvizError(f"pad_value must be in 0..255; got {pad_value!r}")
     tiles = (arr if arr.ndim == 4 else arr[..., None]).transpose(2, 0, 1, 3)  # (N, H, W, C), a view
     c = tiles.shape[3]
@@ -382,7 +377,7 @@ def _check_picture(image: np.ndarray) -> np.ndarray:
 
 def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
     """PNG bytes of a uint8 (H, W) grey or (H, W, 3) RGB picture; level 1 is about twice as fast as 6."""
-    level = _check_int(compress_level, "compress_level", 0)
+    level = check_int(compress_level, "compress_level", 0)
     if level > 9:
         raise CnnvizError(f"compress_level must be in 0..9; got {compress_level!r}")
     buf = io.BytesIO()
@@ -392,7 +387,7 @@ def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
 
 def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
     """JPEG bytes of a uint8 (H, W) grey or (H, W, 3) RGB picture (quality 1..100)."""
-    q = _check_int(quality, "quality", 1)
+    q = check_int(quality, "quality", 1)
     if q > 100:
         raise CnnvizError(f"quality must be in 1..100; got {quality!r}")
     buf = io.BytesIO()
@@ -407,7 +402,7 @@ def scale_up(image: np.ndarray, factor: int) -> np.ndarray:
     Works on stacks too, so tiles can be enlarged before tiling while the padding stays thin.
     """
     arr = np.asarray(image)
-    f = _check_int(factor, "factor", 1)
+    f = check_int(factor, "factor", 1)
     if arr.ndim < 2:
         raise CnnvizError(f"image must have at least 2 dimensions (H, W, ...); got shape {arr.shape}")
     return arr if f == 1 else np.repeat(np.repeat(arr, f, axis=0), f, axis=1)

@@ -17,6 +17,7 @@ import traitlets
 
 from cnnviz_widgets.attribution.classes import Target, TopClasses
 from cnnviz_widgets.attribution.explainer import Explainer, Explanation
+from cnnviz_widgets.checks import check_filter
 from cnnviz_widgets.errors import CnnvizError, LayerError
 from cnnviz_widgets.lessons.arithmetic import activation_name
 from cnnviz_widgets.lessons.channel_stats import CHANNEL_ORDERS, channel_statistics, order_channels
@@ -438,9 +439,7 @@ class ModelState(traitlets.HasTraits):
         n = self.n_filters(name)
         if filter is None:
             return self.filter
-        if isinstance(filter, bool) or not isinstance(filter, (int, np.integer)) or not 0 <= filter < n:
-            raise LayerError(f"{name} has {n} filters (0..{n - 1}); got filter {filter!r}")
-        return int(filter)
+        return check_filter(filter, name, n)
 
     # -- why the network decides: predictions, Grad-CAM, saliency, a second image (cnnviz_widgets.explain) --
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnviz_widgets.checks import check_int
 from cnnviz_widgets.errors import CnnvizError
 from cnnviz_widgets.network.backend import keras
 
@@ -45,9 +46,9 @@ class TrainingHistory:
             start; with `steps_per_execution` > 1, the index of the last batch of the call.
         counts : `metric_counts(model)` taken right after that batch; with it, `batch_values` is exact.
         """
-        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1):
-            raise CnnvizError(f"batch must be the 1-based index of the batch within its epoch (a whole number "
-                              f">= 1) or None; got {batch!r}")
+        if batch is not None:
+            check_int(batch, "batch", 1, message=f"batch must be the 1-based index of the batch within its epoch "
+                                                  f"(a whole number >= 1) or None; got {batch!r}")
         if counts is not None and not isinstance(counts, Mapping):
             raise CnnvizError(f"counts must be a dict of metric name to sample count (see metric_counts) or None; "
                               f"got {type(counts).__name__}")

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnviz_widgets.checks import check_int
 from cnnviz_widgets.errors import CnnvizError
 from cnnviz_widgets.network.backend import keras
 from cnnviz_widgets.network.graph import ModelGraph
@@ -88,8 +89,7 @@ class SnapshotStore:
     """
 
     def __init__(self, variables: Sequence[Any], every: int = 10, budget_bytes: int = DEFAULT_BUDGET_BYTES):
-        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-            raise CnnvizError(f"every must be a whole number of training steps >= 1; got {every!r}")
+        check_int(every, "every", 1, message=f"every must be a whole number of training steps >= 1; got {every!r}")
         self.variables = list(variables)
         if not self.variables:
             raise CnnvizError("there are no weights to snapshot: the visualised layers have no variables")
