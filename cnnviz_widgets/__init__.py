@@ -34,7 +34,7 @@ _EXPORTS = {
     "CnnvizWarning": "errors",
     "FilterBreakdown": "lessons.filter_effect",
     "Explainer": "attribution.explainer",
-    "Explanation": "attribution.explainer",
+    "Explanation": "attribution.explanation",
     "Target": "attribution.classes",
     "imagenet_class_names": "attribution.classes",
     "export_png": "export.saving",

@@ -144,12 +144,12 @@ def test_breakdown_shows_the_channels_asked_for_in_their_order(rng):
 
 
 def test_breakdown_in_chunks_equals_one_pass(rng, monkeypatch):
-    from cnnviz_widgets.lessons import filter_effect as effects
+    from cnnviz_widgets.lessons import channel_ranking
 
     previous = rng.standard_normal((12, 12, 9)).astype(np.float32)
     kernel = rng.standard_normal((3, 3, 9, 2)).astype(np.float32)
     whole = break_down_filter(previous, kernel, np.zeros(2), 1, strides=2)
-    monkeypatch.setattr(effects, "_CHUNK_BYTES", 2 * 6 * 6 * 4)  # 2 channels of output per chunk
+    monkeypatch.setattr(channel_ranking, "CHUNK_BYTES", 2 * 6 * 6 * 4)  # 2 channels of output per chunk
     chunked = break_down_filter(previous, kernel, np.zeros(2), 1, strides=2)
     np.testing.assert_allclose(chunked.pre_activation, whole.pre_activation, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(chunked.contribution, whole.contribution, rtol=1e-6)
@@ -189,19 +189,19 @@ def test_pruned_ranking_equals_computing_every_channel(rng, geometry):
 
 
 def test_ranking_computes_only_the_channels_it_needs(rng, monkeypatch):
-    from cnnviz_widgets.lessons import filter_effect as effects
+    from cnnviz_widgets.lessons import channel_ranking
 
     previous = np.abs(rng.standard_normal((32, 32, 64))).astype(np.float32)  # ReLU output: non-negative
     kernel = rng.standard_normal((3, 3, 64, 1)).astype(np.float32)
     kernel[:, :, 40:44, 0] *= 30  # four channels dominate
     computed = []
-    original = effects._partials_first
+    original = channel_ranking.partials_first
 
     def counting(stack, taps, geometry):
         computed.append(stack.shape[0])
         return original(stack, taps, geometry)
 
-    monkeypatch.setattr(effects, "_partials_first", counting)
+    monkeypatch.setattr(channel_ranking, "partials_first", counting)
     b = break_down_filter(previous, kernel, 0.0, 0, top_k=3)
     assert set(b.channels) <= {40, 41, 42, 43} and 3 <= sum(computed) < 16  # of 64
     order = _full_ranking(previous, kernel, 0, dict(strides=1, padding="same", dilation=1))[1]
@@ -211,9 +211,9 @@ def test_ranking_computes_only_the_channels_it_needs(rng, monkeypatch):
     b2 = break_down_filter(other, kernel, 0.0, 0, top_k=3)
     assert b2.channels == _full_ranking(other, kernel, 0, dict(strides=1, padding="same", dilation=1))[1][:3]
     # the channels-first copy kept for the steps goes with the array it was made from
-    assert [entry.ref() for entry in effects._Prepared._recent] == [other]
+    assert [entry.ref() for entry in channel_ranking.PreparedInput._recent] == [other]
     del other, b2
-    assert effects._Prepared._recent == []
+    assert channel_ranking.PreparedInput._recent == []
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))

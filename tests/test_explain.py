@@ -13,6 +13,7 @@ import pytest
 from cnnviz_widgets import CnnvizError, LayerError, ModelError, ModelGraph, ModelState, sample_image
 from cnnviz_widgets.attribution.classes import Target, find_classifier, imagenet_class_index, imagenet_class_names
 from cnnviz_widgets.attribution.explainer import Explainer
+from cnnviz_widgets.attribution.gradients import plain_chain
 from cnnviz_widgets.attribution.heatmaps import overlay, upsample
 from cnnviz_widgets.pictures.preprocessing import prepare_input
 from cnnviz_widgets.pictures.render import apply_colormap
@@ -360,7 +361,7 @@ def test_filter_gradients_from_cached_maps_equal_the_full_network(vgg16_bsds):
         saliency, reference = state.explainer.saliency(x, target, key=key), full.saliency(x, target)
         np.testing.assert_allclose(saliency.raw, reference.raw, rtol=1e-4, atol=1e-5 * float(reference.raw.max()))
     assert state.forward_passes == 1  # every cached layer came from the image's one pass
-    assert not [k for k in state.explainer._between if k[0] is None]  # saliency went back through the cache
+    assert state.explainer.gradient_passes_from_input == 0  # saliency went back through the cache
 
 
 def test_class_gradients_and_predictions_from_the_cache_equal_the_full_network(softmax_model, rng):
@@ -381,8 +382,8 @@ def test_class_gradients_and_predictions_from_the_cache_equal_the_full_network(s
             np.testing.assert_allclose(short.raw, reference.raw, rtol=1e-4, atol=1e-7)
             assert short.score_value == pytest.approx(reference.score_value, rel=1e-5)
     assert state.explainer.forward_passes == 0 and state.forward_passes == 1
-    assert state.explainer._plain_chain("c2") == ["c2", "p1", "c1"]
-    assert not [k for k in state.explainer._between if k[0] is None]  # nothing ran from the input
+    assert plain_chain(state.graph, "c2") == ["c2", "p1", "c1"]
+    assert state.explainer.gradient_passes_from_input == 0  # nothing ran from the input
 
 
 def test_a_skip_connection_falls_back_to_the_whole_network(k, rng):
@@ -421,4 +422,4 @@ def test_saliency_back_through_every_conv_geometry_equals_the_tape(k, rng):
             target = state.explainer.filter_target(layer, f)
             short, reference = state.explainer.saliency(x_in, target, key=key), full.saliency(x_in, target)
             np.testing.assert_allclose(short.raw, reference.raw, rtol=1e-4, atol=1e-5 * float(reference.raw.max()))
-    assert not [k for k in state.explainer._between if k[0] is None]  # every one went back through the cache
+    assert state.explainer.gradient_passes_from_input == 0  # every one went back through the cache

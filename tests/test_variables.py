@@ -105,7 +105,7 @@ def test_file_with_other_shapes_or_layers_is_refused(k, small_model, tmp_path):
 
 PEAK_PROBE = textwrap.dedent("""
     import json, os, sys
-    from cnnviz_widgets._keras import keras
+    from cnnviz_widgets.network.backend import keras
     import cnnviz_widgets as cw
 
     def status(field):

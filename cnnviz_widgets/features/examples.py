@@ -131,11 +131,12 @@ class TopExamples:
         offset = len(self.ids)
         for name in self.layers:
             parts = [(self, 0), (other, offset)]
-            out._fold(name, *(np.concatenate([_shifted(p, name, o)[j] for p, o in parts], axis=1) for j in range(6)))
+            out.keep_best(name, *(np.concatenate([_shifted(p, name, o)[j] for p, o in parts], axis=1)
+                                  for j in range(6)))
         out.pictures = {**self.pictures, **{i + offset: p for i, p in other.pictures.items()}}
         out.n_done = len(out.ids)
         out.complete = self.complete and other.complete
-        out._prune_pictures()
+        out.prune_pictures()
         return out
 
     def __eq__(self, other: object) -> bool:
@@ -204,9 +205,12 @@ class TopExamples:
         big = np.iinfo(np.int64).max
         return np.where(index >= 0, self._ranks[np.maximum(index, 0)] if self._ranks.size else big, big)
 
-    def _fold(self, name: str, score: np.ndarray, index: np.ndarray, row: np.ndarray, col: np.ndarray,
+    def keep_best(self, name: str, score: np.ndarray, index: np.ndarray, row: np.ndarray, col: np.ndarray,
               box: np.ndarray, centre: np.ndarray) -> None:
-        """Keep the k best of the candidates (filters, m): strongest first, equal scores by image id."""
+        """Keep for layer `name` the k best of the candidates (filters, m): strongest first, equal scores by image id.
+
+        The candidates are everything there is (a scan passes what it holds joined with a batch's own).
+        """
         score = np.where(np.isnan(score), -np.inf, score)
         order = np.lexsort((self._ranks_of(index), -score.astype(np.float64)), axis=-1)[:, : self.k]
         self.score[name] = np.take_along_axis(score, order, 1).astype(np.float32)
@@ -219,7 +223,8 @@ class TopExamples:
     def _winners(self) -> np.ndarray:
         return np.unique(np.concatenate([self.index[n].ravel() for n in self.layers] or [np.zeros(0, np.int64)]))
 
-    def _prune_pictures(self) -> None:
+    def prune_pictures(self) -> None:
+        """Drop the kept pictures no filter ranks among its k best any more."""
         keep = set(int(i) for i in self._winners() if i >= 0)
         self.pictures = {i: p for i, p in self.pictures.items() if i in keep}
 

@@ -52,9 +52,7 @@ class _Reducer:
     def __init__(self, graph: Any, layers: Sequence[str]):
         import tensorflow as tf
 
-        from cnnviz_widgets.network.backend import keras
-
-        model = keras().Model(graph.input_tensor, [graph.nodes[n].tensor for n in layers], name="cnnviz_scan")
+        model = graph.segments.model(None, list(layers), name="cnnviz_scan")
 
         @tf.function(reduce_retracing=True)
         def reduce(x: Any) -> list:
@@ -201,10 +199,10 @@ def _fold_batch(state: ModelFeed, top: TopExamples, reducer: _Reducer, batch: li
         candidates = (best, index, rows.astype(np.int32), cols.astype(np.int32),
                       np.stack([y0, x0, y1, x1], -1).astype(np.int32), np.stack([cy, cx], -1).astype(np.int32))
         current = (top.score[name], top.index[name], top.row[name], top.col[name], top.box[name], top.centre[name])
-        top._fold(name, *(np.concatenate([a, b], axis=1) for a, b in zip(current, candidates, strict=True)))
+        top.keep_best(name, *(np.concatenate([a, b], axis=1) for a, b in zip(current, candidates, strict=True)))
     for position, _, picture in batch:
         top.pictures[int(position)] = picture
-    top._prune_pictures()
+    top.prune_pictures()
 
 
 def scan_shards(make_state: Callable[[], Any], images: Sequence[Any], n_shards: int, client: Any,

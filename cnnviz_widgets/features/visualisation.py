@@ -162,8 +162,6 @@ def _objective_model(state: ModelFeed, name: str, filters: list[int], what: str)
     """x (N, H, W, C) fed -> (N,) the mean pre-activation of filters[i] for batch item i (or its centre unit)."""
     import tensorflow as tf
 
-    from cnnviz_widgets.network.backend import keras
-
     graph = state.graph
     node = graph.node(name)
     index = tf.constant(filters, tf.int32)
@@ -173,7 +171,7 @@ def _objective_model(state: ModelFeed, name: str, filters: list[int], what: str)
             return maps[:, tf.shape(maps)[1] // 2, tf.shape(maps)[2] // 2]
         return tf.reduce_mean(maps, axis=(1, 2))
     if node.kind != "conv":  # pooling: the layer's own output
-        model = keras().Model(graph.input_tensor, node.tensor)
+        model = graph.segments.model(None, name)
 
         def pooled(x: Any) -> Any:
             out = tf.transpose(model(x, training=False), (0, 3, 1, 2))
@@ -181,8 +179,7 @@ def _objective_model(state: ModelFeed, name: str, filters: list[int], what: str)
 
         return pooled
     previous = graph.previous_layer(name)
-    feed = (lambda x: x) if previous == graph.input_name else keras().Model(graph.input_tensor,
-                                                                            graph.nodes[previous].tensor)
+    feed = (lambda x: x) if previous == graph.input_name else graph.segments.model(None, previous)
     kernel, bias = state.weights(name)
     config = node.layer.get_config()
     strides = config.get("strides", 1)

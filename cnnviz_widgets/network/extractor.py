@@ -11,23 +11,24 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from cnnviz_widgets.errors import ImageError, LayerError
+from cnnviz_widgets.lru import LruCache
 from cnnviz_widgets.network.backend import keras
 from cnnviz_widgets.network.graph import ModelGraph, short_list
 from cnnviz_widgets.network.memory import DEFAULT_CACHE_BYTES, cache_budget, check_fits
+from cnnviz_widgets.network.segments import SegmentError
 
 DEFAULT_BUDGET_BYTES = DEFAULT_CACHE_BYTES
 """The cache's size where memory allows; `memory.cache_budget` gives less on a machine short of memory."""
 CHECKPOINT_SHARE = 0.25
 """The share of the budget an over-budget input gives to checkpoints spread over the network (what a jump to
 a far layer computes on from), before the layers next to the one asked for."""
-_SEGMENTS_KEPT = 16  # partial-pass models kept (each a few ms to build, 0.2 s for EfficientNetB7 end to end)
 
 
 def input_key(x: np.ndarray) -> str:
@@ -102,7 +103,9 @@ class ActivationExtractor:
         self.budget_note: str | None = None
         if budget_bytes is None:
             budget_bytes, self.budget_note = cache_budget()
-        self.budget_bytes = int(budget_bytes)
+        # Per input, its layers' outputs, least recently used input first; whole inputs go past the budget.
+        self._cache: LruCache[dict[str, np.ndarray]] = LruCache(
+            budget=int(budget_bytes), weigh=_entry_bytes, on_evict=lambda key, _: self._asked.pop(key, None))
         self._output_bytes: dict[tuple, int] = {}
         self._layer_bytes: dict[tuple, dict[str, int]] = {}
         self.forward_passes = 0
@@ -110,16 +113,22 @@ class ActivationExtractor:
         self.last_forward_seconds = 0.0
         # (the layer it started from, the last layer it computed) of the latest pass; the input's name from the input
         self.last_pass: tuple[str, str] = ("", "")
-        self._cache: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
         self._asked: dict[str, set[str]] = {}  # per input: the layers asked for (what a view showed)
-        outputs = [graph.nodes[name].tensor for name in self.layers]
-        self._model = keras().Model(graph.input_tensor, outputs, name="cnnviz_extractor")
+        self._model = graph.segments.model(None, self.layers, name="cnnviz_extractor")
         position = {name: i for i, name in enumerate(graph.nodes)}
         self._position = {name: position[name] for name in self.layers}
         self._in_order = sorted(self.layers, key=self._position.__getitem__)
         # Where a partial pass may start: extracted layers that alone determine what follows them.
         self._starts = [name for name in separators(graph) if name in self._position]
-        self._segments: OrderedDict[tuple[str | None, str], Any] = OrderedDict()
+
+    @property
+    def budget_bytes(self) -> int:
+        """Bytes the cached outputs may take (the input asked for last may take more on its own)."""
+        return int(self._cache.budget or 0)
+
+    @budget_bytes.setter
+    def budget_bytes(self, value: int) -> None:
+        self._cache.budget = int(value)
 
     def min_input_side(self, limit: int = 4096) -> int:
         """Smallest square input side for which every extracted output still has at least one pixel.
@@ -189,28 +198,28 @@ class ActivationExtractor:
 
     @property
     def cached_bytes(self) -> int:
-        return sum(a.nbytes for entry in self._cache.values() for a in entry.values())
+        return self._cache.weight
 
     def get(self, x: np.ndarray, layer: str, key: str | None = None) -> np.ndarray:
         """(H, W, C) float32 output of `layer` for the prepared input `x` (H, W, C_in)."""
         if layer not in self.layers:
             raise LayerError(f"{layer} is not among the extracted layers: {short_list(self.layers)}")
         key = key or input_key(x)
-        entry = self._cache.get(key)
+        entry = self._cache.peek(key)
         if entry is None or layer not in entry:
             entry = self._run(x, key, wanted=layer)
-        self._cache.move_to_end(key)
+        self._cache.touch(key)
         self._asked.setdefault(key, set()).add(layer)
         return entry[layer]
 
     def cached_layers(self, key: str) -> tuple[str, ...]:
         """The layers held for the input with cache key `key` (empty if none)."""
-        return tuple(self._cache.get(key, ()))
+        return tuple(self._cache.peek(key) or ())
 
     # -- running the network ---------------------------------------------------------------------------
 
     def _run(self, x: np.ndarray, key: str, wanted: str) -> dict[str, np.ndarray]:
-        entry = self._cache.get(key, {})
+        entry = self._cache.peek(key) or {}
         fits = self.output_bytes(x.shape) <= self.budget_bytes
         start = self._start(entry, wanted)
         if start is None and fits:
@@ -227,8 +236,9 @@ class ActivationExtractor:
                 return self._run(x, key, wanted)
         kept = self._keep({**entry, **computed}, wanted)
         self._cache.pop(key, None)
-        self._evict(room_for=sum(a.nbytes for a in kept.values()))
-        self._cache[key] = kept
+        if self.policy == "layers":
+            self._drop_unasked(room_for=_entry_bytes(kept))
+        self._cache.put(key, kept)  # and older inputs go, least recently used first, until the budget holds
         return kept
 
     def _forward(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -244,7 +254,7 @@ class ActivationExtractor:
         """The extracted layers after `start` (None: the input `x`) up to `end`, computed from `entry[start]`."""
         first = -1 if start is None else self._position[start]
         names = [name for name in self._in_order if first < self._position[name] <= self._position[end]]
-        model = self._segment(start, end, names)
+        model = self._segment(start, names)
         sizes = self.layer_bytes(x.shape)
         what = f"a forward pass on a {_size(x)} input" if start is None else \
             f"a pass from {start} to {end} on a {_size(x)} input"
@@ -280,22 +290,12 @@ class ActivationExtractor:
         here = self._position[wanted]
         return next((name for name in self._starts if self._position[name] >= here), self._in_order[-1])
 
-    def _segment(self, start: str | None, end: str, names: list[str]) -> Any:
-        """The Keras model from `start`'s output (None: the input) to `names`' outputs, built once."""
-        key = (start, end)
-        model = self._segments.get(key)
-        if model is None:
-            first = self.graph.input_tensor if start is None else self.graph.nodes[start].tensor
-            try:
-                model = keras().Model(first, [self.graph.nodes[name].tensor for name in names],
-                                      name="cnnviz_partial")
-            except (ValueError, KeyError, TypeError) as err:  # Keras: an output not connected to `first`
-                raise _NoStart(start) from err
-            self._segments[key] = model
-            while len(self._segments) > _SEGMENTS_KEPT:
-                self._segments.popitem(last=False)
-        self._segments.move_to_end(key)
-        return model
+    def _segment(self, start: str | None, names: list[str]) -> Any:
+        """The Keras model from `start`'s output (None: the input) to `names`' outputs (`network.segments`)."""
+        try:
+            return self.graph.segments.model(start, names, name="cnnviz_partial")
+        except SegmentError as err:  # an output not connected to `start` alone
+            raise _NoStart(start) from err
 
     # -- what is kept ----------------------------------------------------------------------------------
 
@@ -330,20 +330,16 @@ class ActivationExtractor:
                 used += arrays[name].nbytes
         return kept
 
-    def _evict(self, room_for: int) -> None:
-        """Make room for `room_for` bytes of a new entry: older inputs' unasked layers first, then whole inputs."""
+    def _drop_unasked(self, room_for: int) -> None:
+        """Make room for `room_for` bytes of a new entry from older inputs' unasked layers (least recently used
+        input first); what is still short, the cache frees by dropping whole inputs."""
         total = self.cached_bytes
-        if self.policy == "layers":
-            for key, entry in self._cache.items():  # least recently used input first
-                asked = self._asked.get(key, set())
-                for name in [n for n in entry if n not in asked]:
-                    if total + room_for <= self.budget_bytes:
-                        return
-                    total -= entry.pop(name).nbytes
-        while self._cache and total + room_for > self.budget_bytes:
-            key, dropped = self._cache.popitem(last=False)
-            self._asked.pop(key, None)
-            total -= sum(a.nbytes for a in dropped.values())
+        for key, entry in self._cache.items():
+            asked = self._asked.get(key, set())
+            for name in [n for n in entry if n not in asked]:
+                if total + room_for <= self.budget_bytes:
+                    return
+                total -= entry.pop(name).nbytes
 
     def clear(self) -> None:
         self._cache.clear()
@@ -352,6 +348,10 @@ class ActivationExtractor:
 
 class _NoStart(Exception):
     """A checkpoint whose output alone does not feed a layer after it (a layer with several outputs)."""
+
+
+def _entry_bytes(entry: dict[str, np.ndarray]) -> int:
+    return sum(a.nbytes for a in entry.values())
 
 
 def _size(x: np.ndarray) -> str:

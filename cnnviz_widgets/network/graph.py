@@ -9,7 +9,6 @@ expanded to the plain (kh, kw, in, out) form the lessons show.
 from __future__ import annotations
 
 import difflib
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,8 +16,10 @@ from typing import Any
 import numpy as np
 
 from cnnviz_widgets.errors import LayerError, ModelError
+from cnnviz_widgets.lru import LruCache
 from cnnviz_widgets.network.backend import keras
 from cnnviz_widgets.network.loading import PRESETS
+from cnnviz_widgets.network.segments import Segments
 
 CONV_TYPES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
 
@@ -30,6 +31,7 @@ INPUT_TYPE = "InputLayer"
 
 
 _KERNELS_KEPT = 4  # expanded depthwise / separable / grouped kernels kept by a ModelGraph (see _expanded)
+_SIZES_KEPT = 16  # input sizes whose every output shape a ModelGraph keeps (see output_shapes)
 
 
 @dataclass
@@ -96,11 +98,14 @@ class ModelGraph:
                              "whose input is an image batch (batch, height, width, channels)")
         self.model = model
         self.nodes: dict[str, LayerNode] = {}
-        self._kernels: OrderedDict[str, tuple[tuple[np.ndarray, ...], np.ndarray]] = OrderedDict()
+        self._kernels: LruCache[tuple[tuple[np.ndarray, ...], np.ndarray]] = LruCache(_KERNELS_KEPT)
+        self._output_shapes: LruCache[dict[str, tuple]] = LruCache(_SIZES_KEPT)
         self.input_tensor = k.Input(batch_shape=shape, dtype=inputs[0].dtype)
         outputs = self._trace(model, [self.input_tensor], sources=[], prefix="")
         self.output_tensors = [tensor for tensor, _ in outputs]
         self.input_name = next(iter(self.nodes))
+        self.segments = Segments(self)
+        """Sub-models of this graph, from any layer's output to others', built once (`network.segments`)."""
 
     # -- public queries -------------------------------------------------------------------------------
 
@@ -152,24 +157,32 @@ class ModelGraph:
         return [dict(name=n.name, type=n.class_name, output_shape=n.output_shape, params=n.params,
                      counts_as_layer=n.params > 0) for n in self.nodes.values()]
 
+    def parameter_totals(self) -> dict:
+        """total, trainable and non_trainable parameter counts, and counted_rows: summary rows with parameters."""
+        total = int(self.model.count_params())
+        trainable = int(sum(int(np.prod(w.shape)) for w in self.model.trainable_weights))
+        counted = sum(1 for row in self.summary() if row["counts_as_layer"])
+        return dict(total=total, trainable=trainable, non_trainable=total - trainable, counted_rows=counted)
+
     def output_shapes(self, height: int, width: int) -> dict[str, tuple]:
         """Every layer's output shape, batch left out, for one (height, width) input: the sizes a model that
         takes any size gives this picture. Keras' shape inference, no forward pass; cached per size. Empty if
         the model refuses that size (the forward pass then says why)."""
-        cache = self.__dict__.setdefault("_output_shapes", {})
         key = (int(height), int(width))
-        if key not in cache:
+        shapes = self._output_shapes.peek(key)
+        if shapes is None:
             k = keras()
             names = [name for name in self.nodes if name != self.input_name]
-            spec_model = k.Model(self.input_tensor, [self.nodes[name].tensor for name in names])
             try:
-                specs = spec_model.compute_output_spec(k.KerasTensor((1, *key, self.input_shape[-1])))
+                specs = self.segments.model(None, names, name="cnnviz_shapes").compute_output_spec(
+                    k.KerasTensor((1, *key, self.input_shape[-1])))
             except (ValueError, TypeError):
                 return {}
             specs = specs if isinstance(specs, (list, tuple)) else [specs]
-            cache[key] = {self.input_name: (*key, self.input_shape[-1]),
-                          **{name: tuple(spec.shape[1:]) for name, spec in zip(names, specs, strict=True)}}
-        return dict(cache[key])
+            shapes = {self.input_name: (*key, self.input_shape[-1]),
+                      **{name: tuple(spec.shape[1:]) for name, spec in zip(names, specs, strict=True)}}
+        self._output_shapes.put(key, shapes)
+        return dict(shapes)
 
     def weights(self, name: str) -> tuple[np.ndarray, np.ndarray, str]:
         """The layer's kernel as an equivalent regular convolution, its bias, and a note.
@@ -218,16 +231,14 @@ class ModelGraph:
         a slider step asks for it again; the stored arrays are compared (milliseconds) so that weights changed
         in place, e.g. by training, are never served stale.
         """
-        cached = self._kernels.get(name)
+        cached = self._kernels.peek(name)
         if cached is not None and all(a.shape == b.shape and np.array_equal(a, b)
                                       for a, b in zip(cached[0], stored, strict=True)):
-            self._kernels.move_to_end(name)
+            self._kernels.touch(name)
             return cached[1]
         kernel = np.ascontiguousarray(expand(*stored), dtype=np.float32)
         kernel.flags.writeable = False  # shared by every caller: none may change it
-        self._kernels[name] = (stored, kernel)
-        while len(self._kernels) > _KERNELS_KEPT:
-            self._kernels.popitem(last=False)
+        self._kernels.put(name, (stored, kernel))
         return kernel
 
     # -- tracing ---------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ the compute core. It knows nothing of widgets: views observe its traits.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -17,12 +16,11 @@ import traitlets
 
 from cnnviz_widgets.attribution.classes import Target, TopClasses
 from cnnviz_widgets.attribution.explainer import Explainer, Explanation
-from cnnviz_widgets.checks import check_filter
 from cnnviz_widgets.errors import CnnvizError, LayerError
-from cnnviz_widgets.lessons.arithmetic import activation_name
 from cnnviz_widgets.lessons.channel_stats import CHANNEL_ORDERS, channel_statistics, order_channels
-from cnnviz_widgets.lessons.filter_effect import FilterBreakdown, break_down_filter
-from cnnviz_widgets.lessons.pixel_breakdown import SLIDING_CONVS, PixelBreakdown, pixel_breakdown
+from cnnviz_widgets.lessons.filter_effect import FilterBreakdown
+from cnnviz_widgets.lessons.layer_breakdowns import layer_filter_effect, layer_pixel_breakdown
+from cnnviz_widgets.lessons.pixel_breakdown import PixelBreakdown
 from cnnviz_widgets.lessons.receptive_field import ReceptiveField, receptive_field
 from cnnviz_widgets.lru import LruCache
 from cnnviz_widgets.network.extractor import ActivationExtractor, input_key
@@ -33,15 +31,14 @@ from cnnviz_widgets.pictures import images
 from cnnviz_widgets.pictures.preprocessing import (
     ModelInput,
     Preprocess,
-    describe_preprocessing,
     fed_channel_names,
-    input_channel_labels,
     prepare_input,
 )
 from cnnviz_widgets.pictures.render import COLORMAPS, NORMALIZATIONS
 
 RECENT_IMAGES = 3
 """Prepared inputs kept for going back to a recent image (3 × 3.8 MB at 512×512)."""
+_STATISTICS_KEPT = 64  # layers' channel statistics kept (three (C,) arrays each: a few kB)
 
 
 class ModelState(traitlets.HasTraits):
@@ -75,6 +72,12 @@ class ModelState(traitlets.HasTraits):
     colormap = traitlets.Enum(COLORMAPS, "grey", help="Colour map for activation maps.")
     busy = traitlets.Bool(False, read_only=True, help="True while a forward pass runs.")
     status = traitlets.Unicode("", read_only=True, help="What the state last did, for a status line.")
+    channel_order = traitlets.Enum(CHANNEL_ORDERS, "index", help="Order of a layer's channels in the activation "
+                                   "grid: by index, or strongest first by max, mean or fewest zeros.")
+    explained_class = traitlets.Int(None, allow_none=True, help="Class explained by class activation maps (an "
+                                    "index of the model's output); None: the top prediction for the image.")
+    class_names = traitlets.Tuple(help="One name per class of the model's output; empty: ImageNet's names for "
+                                       "1000 classes, 'class i' otherwise. ModelError if the count is wrong.")
 
     def __init__(self, model: Any = "vgg16", image: Any = None, *, layer: str | None = None,
                  preprocess: Preprocess | str = "auto", max_side: int = 512,
@@ -102,6 +105,7 @@ class ModelState(traitlets.HasTraits):
         self._input: ModelInput | None = None
         self._input_key = ""
         self._prepared: LruCache[tuple[ModelInput, str]] = LruCache(RECENT_IMAGES)
+        self._statistics: LruCache[dict[str, np.ndarray]] = LruCache(_STATISTICS_KEPT)  # (layer, image key)
         first_conv = next((n for n in self._layers if self.graph.node(n).kind == "conv"), self._layers[1])
         super().__init__(**kwargs)
         self.set_image(images.sample_image("astronaut") if image is None else image,
@@ -302,61 +306,23 @@ class ModelState(traitlets.HasTraits):
     def _validate_channel(self, proposal: traitlets.Bunch) -> int:
         return _clamp(proposal["value"], self.n_channels() - 1) if self.layer else 0
 
-    # -- what one filter does, and the parameter totals (LayerSummary, FilterEffect) ------------------
+    # -- what one filter does, one output value, the input it sees, each channel's statistics ------------
 
     def filter_effect(self, filter: int | None = None, channels: Sequence[int] | None = None,
                       top_k: int = 3) -> FilterBreakdown:
         """The current layer's `filter` (default: the current one) taken apart by input channel.
 
         channels : input channels to show, in order; None shows the `top_k` largest contributors (ranked by
-        mean |partial sum|, see `effects.RANKING`). The breakdown's `output` equals `activation()[..., filter]`
-        (computed here from the previous layer's output, the kernel, the bias and the layer's own activation).
-        LayerError for the input and pooling layers, which have no filters.
+        mean |partial sum|, see `filter_effect.RANKING`). The breakdown's `output` equals `activation()[..., filter]`
+        (computed from the previous layer's output, the kernel, the bias and the layer's own activation: see
+        `layer_breakdowns.layer_filter_effect`). LayerError for the input and pooling layers, which have no filters.
         """
-        name = self.layer
-        node = self.graph.node(name)
-        if node.kind != "conv":
-            what = {"input": "the model input", "pool": "a pooling layer"}.get(node.kind, f"a {node.class_name}")
-            convs = [n for n in self._layers if self.layer_kind(n) == "conv"]
-            listed = ", ".join(convs[:4]) + (f" and {len(convs) - 4} more" if len(convs) > 4 else "")
-            raise LayerError(f"{name} is {what}: it has no filters to take apart. A filter's effect is shown "
-                             f"for conv layers: {listed}")
-        config = self._channels_last_config(name, "filter effects are")
-        f = self._filter_of(name, filter)
-        previous = self.previous_layer(name)
-        kernel, bias = self.weights(name)
-        transposed = node.class_name == "Conv2DTranspose"
-        try:
-            result = break_down_filter(
-                self.activation(previous), kernel, bias, f, channels=channels, top_k=top_k,
-                strides=config.get("strides", 1), padding=config.get("padding", "valid"),
-                dilation=config.get("dilation_rate", 1), activation=activation_name(config.get("activation")),
-                transposed=transposed, output_padding=config.get("output_padding") if transposed else None)
-        except CnnvizError as err:
-            raise LayerError(f"{name}, filter {f}: {err}") from None
-        notes = [] if node.class_name == "Conv2D" else [self.weights_note(name)]
-        output = result.output
-        if not result.activation_reproduced:
-            output = self.activation(name)[..., f]
-            notes.append(f"the activation {result.activation!r} is not reproduced per filter; the output shown "
-                         "is the layer's own")
-        if previous == self.input_layer:
-            notes.insert(0, describe_preprocessing(self.model_input.preprocess, kernel.shape[2]))
-        labels = self._channel_labels(previous, kernel.shape[2], result.channels)
-        return dataclasses.replace(result, layer=name, layer_type=node.class_name, previous_layer=previous,
-                                   channel_labels=labels, note="; ".join(notes), output=output)
+        return layer_filter_effect(self, self.layer, self.filter if filter is None else filter, channels=channels,
+                                   top_k=top_k)
 
     def parameter_totals(self) -> dict:
         """total, trainable and non_trainable parameter counts, and counted_rows: summary rows with parameters."""
-        total = int(self.model.count_params())
-        trainable = int(sum(int(np.prod(w.shape)) for w in self.model.trainable_weights))
-        counted = sum(1 for row in self.summary() if row["counts_as_layer"])
-        return dict(total=total, trainable=trainable, non_trainable=total - trainable, counted_rows=counted)
-
-    # -- one output value, the input it sees, each channel's statistics (ConvolutionAtPixel, ChannelStats) --
-
-    channel_order = traitlets.Enum(CHANNEL_ORDERS, "index", help="Order of a layer's channels in the activation "
-                                   "grid: by index, or strongest first by max, mean or fewest zeros.")
+        return self.graph.parameter_totals()
 
     def pixel_breakdown(self, row: int, col: int, filter: int | None = None, top_k: int = 8) -> PixelBreakdown:
         """The current layer's output at (row, col) of `filter` (default: the current one), taken apart.
@@ -365,30 +331,11 @@ class ModelState(traitlets.HasTraits):
         their patches. `output` equals ``activation()[row, col, filter]``. LayerError for layers that do not
         slide a kernel over their input (input, pooling, transposed convolutions).
         """
-        name = self.layer
-        config = self._sliding_conv_config(name, "the convolution at one pixel")
-        f = self._filter_of(name, filter)
-        previous = self.previous_layer(name)
-        kernel, bias = self.weights(name)
-        try:
-            result = pixel_breakdown(
-                self.activation(previous), kernel, bias, f, row, col, strides=config.get("strides", 1),
-                padding=config.get("padding", "valid"), dilation=config.get("dilation_rate", 1),
-                activation=activation_name(config.get("activation")), top_k=top_k)
-        except CnnvizError as err:
-            raise type(err)(f"{name}, filter {f}: {err}") from None
-        notes = [] if self.graph.node(name).class_name == "Conv2D" else [self.weights_note(name)]
-        output = result.output
-        if not result.activation_reproduced:
-            output = float(self.activation(name)[result.row, result.col, f])
-            notes.append(f"the activation {result.activation!r} is not reproduced per value; the output shown "
-                         "is the layer's own")
-        labels = self._channel_labels(previous, kernel.shape[2], result.channels)
-        return dataclasses.replace(result, layer=name, previous_layer=previous, channel_labels=labels,
-                                   note="; ".join(notes), output=output)
+        return layer_pixel_breakdown(self, self.layer, self.filter if filter is None else filter, row, col,
+                                     top_k=top_k)
 
     def receptive_field(self, layer: str | None = None) -> ReceptiveField:
-        """Which pixels of the fed input can change an output pixel of `layer` (see `analysis.receptive_field`)."""
+        """Which pixels of the fed input can change an output pixel of `layer` (see `lessons.receptive_field`)."""
         h, w = self.model_input.array.shape[:2]
         return receptive_field(self.graph, self._name(layer), (h, w))
 
@@ -399,54 +346,15 @@ class ModelState(traitlets.HasTraits):
     def channel_statistics(self, layer: str | None = None) -> dict[str, np.ndarray]:
         """max, mean and fraction of zeros of each channel of `layer`'s output for the current image, (C,) each."""
         name = self._name(layer)
-        cache = self.__dict__.setdefault("_channel_statistics_cache", {})
-        key = (name, self._input_key)
-        if key not in cache:
-            if any(k[1] != self._input_key for k in cache):  # a new image: the old numbers are stale
-                cache.clear()
-            cache[key] = channel_statistics(self.activation(name))
-        return cache[key]
+        return self._statistics.get((name, self._input_key), lambda: channel_statistics(self.activation(name)))
 
     def channel_ranking(self, layer: str | None = None, by: str | None = None) -> list[int]:
         """`layer`'s channel indices in the order `by` (default: `channel_order`), strongest first."""
         return [int(c) for c in order_channels(self.channel_statistics(layer), by or self.channel_order)]
 
-    def _sliding_conv_config(self, name: str, what: str) -> dict:
-        """The layer config of a conv layer that correlates a kernel with its input; LayerError otherwise."""
-        node = self.graph.node(name)
-        if node.kind != "conv" or node.class_name == "Conv2DTranspose":
-            convs = [n for n in self._layers if self.graph.node(n).class_name in SLIDING_CONVS][:3]
-            raise LayerError(f"{name} ({node.class_name}) does not slide a kernel over its input, so {what} is not "
-                             f"shown for it; pick a {', '.join(SLIDING_CONVS)} layer"
-                             + (f", e.g. {', '.join(convs)}" if convs else ""))
-        return self._channels_last_config(name, f"{what} is")
-
-    def _channels_last_config(self, name: str, what: str) -> dict:
-        """The layer's config; LayerError for a channels_first layer, which these computations do not handle."""
-        config = self.graph.node(name).layer.get_config()
-        if config.get("data_format", "channels_last") != "channels_last":
-            raise LayerError(f"{name} is channels_first; {what} computed for channels_last layers")
-        return config
-
-    def _channel_labels(self, previous: str, n_channels: int, channels: Sequence[int]) -> tuple[str, ...]:
-        """Words for input channels of a filter: the fed colour channels, or maps of the previous layer."""
-        if previous == self.input_layer:
-            every = input_channel_labels(self.model_input.preprocess, n_channels)
-            return tuple(every[c] for c in channels)
-        return tuple(f"{previous} channel {c}" for c in channels)
-
-    def _filter_of(self, name: str, filter: int | None) -> int:
-        n = self.n_filters(name)
-        if filter is None:
-            return self.filter
-        return check_filter(filter, name, n)
 
     # -- why the network decides: predictions, Grad-CAM, saliency, a second image (cnnviz_widgets.explain) --
 
-    explained_class = traitlets.Int(None, allow_none=True, help="Class explained by class activation maps (an "
-                                    "index of the model's output); None: the top prediction for the image.")
-    class_names = traitlets.Tuple(help="One name per class of the model's output; empty: ImageNet's names for "
-                                       "1000 classes, 'class i' otherwise. ModelError if the count is wrong.")
 
     @property
     def explainer(self) -> Explainer:
