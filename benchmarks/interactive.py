@@ -60,7 +60,7 @@ def bench_filter_effect(model: Any, side: int, repeats: int, median_ms: float,
     """FilterEffect, filter step on block1_conv2: the exhaustive ranking (before) and the bounded one, in turns."""
     from cnnviz_widgets import ModelState
     from cnnviz_widgets.lessons import filter_effect as effects
-    from cnnviz_widgets.state import model_state as state_module
+    from cnnviz_widgets.lessons import layer_breakdowns as breakdowns
     from cnnviz_widgets.widgets.effect import FilterEffect
 
     state = ModelState(model, image=astronaut(), max_side=side)
@@ -68,16 +68,16 @@ def bench_filter_effect(model: Any, side: int, repeats: int, median_ms: float,
     state.layer = layer
     state.activation(state.previous_layer()), state.activation()
     view = FilterEffect(state)
-    bounded = state_module.break_down_filter
+    bounded = breakdowns.break_down_filter
     exhaustive = functools.partial(effects.break_down_filter, method="exhaustive")
     n_filters = state.n_filters()
 
     def step(i: int, before: bool) -> None:
-        state_module.break_down_filter = exhaustive if before else bounded
+        breakdowns.break_down_filter = exhaustive if before else bounded
         try:
             state.filter = (state.filter + 1 + i % 2) % n_filters  # always a new filter
         finally:
-            state_module.break_down_filter = bounded
+            breakdowns.break_down_filter = bounded
 
     try:
         samples = time_in_turns({"before": functools.partial(step, before=True),
@@ -229,7 +229,7 @@ import json, sys, time
 marks = [("start", time.perf_counter())]
 import cnnviz_widgets as cw
 marks.append(("import cnnviz_widgets", time.perf_counter()))
-from cnnviz_widgets._keras import keras
+from cnnviz_widgets.network.backend import keras
 keras()
 marks.append(("import TensorFlow + Keras", time.perf_counter()))
 model = cw.load_model(SPEC)

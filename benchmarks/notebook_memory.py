@@ -27,9 +27,9 @@ BINDER_BUDGET = 1.8e9
 WEIGHTS = ("bsds500", "random", "imagenet")
 
 _KERAS_LOAD = {  # the model as Keras' own loaders build it: random initialisation first
-    "bsds500": "import keras\nfrom cnnviz_widgets import models\n"
+    "bsds500": "import keras\nfrom cnnviz_widgets.network import loading\n"
                "model = keras.applications.VGG16(weights=None, include_top=False)\n"
-               "arrays = models._hed_conv_weights(models._hed_weights_path())\n"
+               "arrays = loading._hed_conv_weights(loading._hed_weights_path())\n"
                "for name, values in arrays.items():\n    model.get_layer(name).set_weights(values)",
     "random": "import keras\nmodel = keras.applications.VGG16(weights=None)",
     "imagenet": "import keras, os\nmodel = keras.applications.VGG16(weights=os.environ['KERAS_HOME'] + "
