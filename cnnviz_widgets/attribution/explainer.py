@@ -45,8 +45,8 @@ class Explainer:
         (x, key, layer) -> that layer's (H, W, C) output for the input, or None where it is not at hand: the
         activation cache (`ModelState` passes its extractor). Without it every gradient runs from the input.
 
-    Inputs `x` are prepared model inputs (H, W, C) float32, as `inputs.prepare_input` makes them; `key`
-    (e.g. `activations.input_key(x)`) lets results be reused for the same input.
+    Inputs `x` are prepared model inputs (H, W, C) float32, as `preprocessing.prepare_input` makes them; `key`
+    (e.g. `extractor.input_key(x)`) lets results be reused for the same input.
     """
 
     def __init__(self, graph: ModelGraph, class_names: Sequence[str] | None = None,

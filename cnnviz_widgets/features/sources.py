@@ -17,7 +17,7 @@ import numpy as np
 
 from cnnviz_widgets.checks import check_int
 from cnnviz_widgets.errors import CnnvizError
-from cnnviz_widgets.pictures import images as _images
+from cnnviz_widgets.pictures.images import MIN_SIDE, load_image, resize_image, sample_image, sample_names
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 """Files a folder scan reads (case-insensitive), found recursively and taken in sorted path order."""
@@ -76,7 +76,7 @@ class ImageSource:
         """(position, RGB uint8 picture) from `start` on."""
         for position, item in enumerate(self._raw()):
             if position >= start:
-                yield position, _images.load_image(_as_loadable(item))
+                yield position, load_image(_as_loadable(item))
 
 
 def _as_loadable(item: Any) -> Any:
@@ -125,9 +125,9 @@ def sample_collection(side: int = 112, *, flips: bool = True, skimage: bool = Tr
     tiles. Returns (pictures RGB uint8, ids such as "coffee[112:224, 0:112]" or "... flipped"); `limit` caps
     the count (evenly spread over the collection).
     """
-    check_int(side, "side", _images.MIN_SIDE,
-              message=f"side must be an int of at least {_images.MIN_SIDE} pixels; got {side!r}")
-    named = [(name, _images.sample_image(name)) for name in _images.sample_names()]
+    check_int(side, "side", MIN_SIDE,
+              message=f"side must be an int of at least {MIN_SIDE} pixels; got {side!r}")
+    named = [(name, sample_image(name)) for name in sample_names()]
     if skimage:
         try:
             from skimage import data as skdata
@@ -138,14 +138,14 @@ def sample_collection(side: int = 112, *, flips: bool = True, skimage: bool = Tr
             for name in SKIMAGE_PICTURES:
                 if name not in have and hasattr(skdata, name):
                     try:
-                        named.append((name, _images.load_image(getattr(skdata, name)())))
+                        named.append((name, load_image(getattr(skdata, name)())))
                     except Exception:  # one it would download, or cannot give as RGB: skipped
                         continue
     pictures, ids = [], []
     for name, picture in named:
         h, w = picture.shape[:2]
         factor = 2 * side / min(h, w)
-        scaled = _images.resize_image(picture, (max(side, round(h * factor)), max(side, round(w * factor))))
+        scaled = resize_image(picture, (max(side, round(h * factor)), max(side, round(w * factor))))
         for y in range(0, scaled.shape[0] - side + 1, side):
             for x in range(0, scaled.shape[1] - side + 1, side):
                 tile = np.ascontiguousarray(scaled[y:y + side, x:x + side])

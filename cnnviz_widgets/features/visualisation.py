@@ -84,7 +84,7 @@ def maximize(state: ModelFeed, layer: str, filter: int | Sequence[int], steps: i
     Gaussian blur of the pixels every so many steps. seed : the random start and transforms.
     progress : a tqdm.auto bar (True, where installed), a callable progress(done, total) or False.
     cancel : a threading.Event (or a callable) checked every step: the picture so far comes back with
-    ``complete=False``. cache : True, a folder or False (see `scan.cache_dir`).
+    ``complete=False``. cache : True, a folder or False (see `examples.cache_dir`).
     """
     filters = [filter] if is_int(filter) else list(filter)
     single = len(filters) == 1 and not isinstance(filter, (list, tuple, np.ndarray))
@@ -198,7 +198,7 @@ def _objective_model(state: ModelFeed, name: str, filters: list[int], what: str)
 
 
 def _to_fed(tf: Any, rgb01: Any, mode: str, channels: int) -> Any:
-    """Pictures in 0..1 (N, H, W, 3) -> what the model is fed (`inputs.apply_preprocessing`, differentiably)."""
+    """Pictures in 0..1 (N, H, W, 3) -> what the model is fed (`preprocessing.apply_preprocessing`, differentiably)."""
     x = rgb01 * 255.0
     if channels == 1:
         x = tf.reduce_sum(x * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)

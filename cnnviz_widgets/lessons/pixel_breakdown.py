@@ -92,9 +92,9 @@ def pixel_breakdown(previous: np.ndarray, kernel: np.ndarray, bias: np.ndarray |
     """Take the output value at (row, col) of `filter` apart by input channel.
 
     previous : (H, W, C) the layer's input. kernel : (kh, kw, C, F). bias : (F,) or the filter's bias.
-    row, col : a position in the filter's output map (H', W'), as `effects.conv_geometry` sizes it.
+    row, col : a position in the filter's output map (H', W'), as `arithmetic.conv_geometry` sizes it.
     strides, padding, dilation : the layer's geometry (Keras / TensorFlow rules, see `effects`).
-    activation : the layer's activation name (`effects.ACTIVATIONS` are reproduced).
+    activation : the layer's activation name (`arithmetic.ACTIVATIONS` are reproduced).
     top_k : how many channels to show, by |partial sum| at this position.
 
     Sums are formed in float64, so they match the layer's float32 output to float32 rounding.

@@ -54,7 +54,7 @@ class ModelState(traitlets.HasTraits):
     layer
         The layer to start on; default: the first conv layer.
     preprocess
-        How pixels become model input: a mode of `inputs.PREPROCESSING`, None (raw 0..255) or a function.
+        How pixels become model input: a mode of `preprocessing.PREPROCESSING`, None (raw 0..255) or a function.
         Default: what `load_model` recorded for a preset (VGG16: "caffe"), else "none".
     max_side
         Longest side of the input fed to a fully convolutional model (fixed-size models get their own size).
@@ -411,7 +411,7 @@ class ModelState(traitlets.HasTraits):
 
     def explanation(self, method: str = "grad-cam", class_index: int | None = None, layer: str | None = None,
                     score: str | None = None, of: str | None = None) -> Explanation:
-        """Grad-CAM or saliency (`explain.METHODS`) of `explain_target(class_index, of)` for the current image.
+        """Grad-CAM or saliency (`explanation.METHODS`) of `explain_target(class_index, of)` for the current image.
 
         layer : the conv layer Grad-CAM weighs; default the last conv layer (before the explained filter's layer
         for a filter). score : for a class, "logit" (default where reachable) or "probability".
