@@ -20,8 +20,9 @@ from cnnviz_widgets.network.backend import keras
 if TYPE_CHECKING:
     from cnnviz_widgets.network.graph import ModelGraph
 
-SEGMENTS_KEPT = 32
-"""Sub-models kept per graph (a Keras model over the graph's own layers: small, nothing is copied)."""
+SEGMENTS_KEPT = 64
+"""Sub-models kept per graph (each a Keras model over the graph's own layers: small, nothing is copied), failed
+attempts included (looking for the deepest layer a segment can start from tries a few)."""
 
 
 class SegmentError(LayerError):
