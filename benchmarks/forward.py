@@ -7,7 +7,7 @@ pass reaches (a "limit" row: the conv FLOPs counted from the layers by `conv_flo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -90,3 +90,42 @@ def bench_forward(model: Any, sides: Sequence[int] = (224, 512), repeats: int = 
                         f"{flops / plain_s['min'] / 1e9:.0f} GFLOP/s",
                         extra=dict(gflop=flops / 1e9, plain=plain_s, best_gflops=flops / plain_s["min"] / 1e9)))
     return rows
+
+
+def bench_explorer_new_image(model: Any, side: int = 224, repeats: int = 9) -> Row:
+    """A new image while the Explorer is open ÷ one forward pass, at `side`.
+
+    "Explorer open": ``state.set_image`` with an Explorer on its first tab (Activations), so its views redraw
+    and encode their pictures, then every conv layer's activations (as in "forward overhead"). "One forward
+    pass" is the faster of a plain ``model(x)`` and our own pass with no view open, timed in turns with it: what
+    the Explorer's pictures cost on top of a pass, whichever pass is quicker on this machine.
+    """
+    from cnnviz_widgets import ModelState
+    from cnnviz_widgets.widgets.explorer import Explorer
+
+    with_views = ModelState(model, image=astronaut(), max_side=side)
+    Explorer(with_views)
+    bare = ModelState(model, image=astronaut(), max_side=side)
+    case = "{1}×{0}".format(*bare.model_input.array.shape[:2])
+    x = bare.model_input.array[np.newaxis]
+    convs = conv_layers(bare)
+    fresh = new_pictures(bare.image, 2 * (repeats + 1))
+
+    def new_image(state: Any, pictures: Any) -> Callable[[], None]:
+        def run() -> None:
+            state.set_image(next(pictures))
+            for name in convs:
+                state.activation(name)
+        return run
+
+    samples = time_interleaved({"explorer": new_image(with_views, iter(fresh[::2])),
+                                "bare": new_image(bare, iter(fresh[1::2])),
+                                "plain": lambda: np.asarray(model(x, training=False))}, repeats)
+    times = {name: stats(values) for name, values in samples.items()}
+    one_pass = min(times["bare"]["median"], times["plain"]["median"])
+    ratio = times["explorer"]["median"] / one_pass
+    target, met = at_most(ratio, 1.25)
+    return Row("new image, Explorer open", case, ratio, "×", target, met,
+               f"Explorer open {times['explorer']['median'] * 1e3:.0f} ms ÷ one pass: ours with no view "
+               f"{times['bare']['median'] * 1e3:.0f} ms, plain model(x) {times['plain']['median'] * 1e3:.0f} ms",
+               dict(times=times, samples=samples))

@@ -86,6 +86,16 @@ def test_forward_rows(bench, tiny_fcn):
     assert rows[2].extra["gflop"] == pytest.approx(2 * (32 * 32 * 9 * 3 * 4 + 16 * 16 * 9 * 4 * 6) / 1e9)
 
 
+def test_explorer_new_image_row(bench, tiny_fcn):
+    row = bench.forward.bench_explorer_new_image(tiny_fcn, side=32, repeats=2)
+    _check_rows(bench, [row], {"new image, Explorer open"})
+    times = row.extra["times"]
+    assert row.case == "32×32" and row.target == "≤ 1.25"
+    assert all(len(row.extra["samples"][name]) == 2 for name in ("explorer", "bare", "plain"))
+    assert row.value == pytest.approx(times["explorer"]["median"]
+                                      / min(times["bare"]["median"], times["plain"]["median"]))
+
+
 def test_scaling_rows(bench, tiny_fcn):
     rows = bench.scaling.bench_scaling(tiny_fcn, sides=(16, 32), repeats=1)
     _check_rows(bench, rows, {"scaling"})
