@@ -21,7 +21,6 @@ import numpy as np
 import traitlets
 
 from cnnviz_widgets.errors import CnnvizError
-from cnnviz_widgets.lessons.channel_stats import channel_statistics
 from cnnviz_widgets.network.extractor import input_key
 from cnnviz_widgets.pictures.preprocessing import ModelInput
 from cnnviz_widgets.state.model_state import ModelState
@@ -65,7 +64,6 @@ class TrainingState(ModelState):
         self.snapshots = snapshots or SnapshotStore(upstream_variables(self.graph, self.extractor.layers), every,
                                                     int(memory_budget_mb * 2**20))
         self._live = 0
-        self._stats: dict[tuple, dict[str, np.ndarray]] = {}
         # A kept snapshot never changes (steps only go forward): what is computed from one is kept per step.
         self._largest: dict[tuple[str, int], float] = {}
         self._dead: dict[tuple[str, str, int], np.ndarray] = {}
@@ -98,7 +96,7 @@ class TrainingState(ModelState):
 
     def _bump(self) -> None:
         with self.lock:
-            self._stats.clear()
+            self._statistics.clear()  # kept per layer and image, computed with the weights shown before
             self.set_trait("version", self.version + 1)
 
     def _scope(self) -> Any:
@@ -140,12 +138,8 @@ class TrainingState(ModelState):
             return self._activation_of(model_input, self._key(input_key(model_input.array)), layer)
 
     def channel_statistics(self, layer: str | None = None) -> dict[str, np.ndarray]:
-        name = self._name(layer)
         with self.lock:
-            key = (name, self._input_key)
-            if key not in self._stats:
-                self._stats[key] = channel_statistics(self.activation(name))
-            return self._stats[key]
+            return super().channel_statistics(layer)
 
     def filter_change(self, layer: str | None = None, since: int | None = None,
                       until: int | None = None) -> np.ndarray:
