@@ -236,7 +236,7 @@ def test_vgg16_scrubbing_runs_no_forward_pass(vgg16_bsds):
 
 
 def test_views_made_inside_starting_hidden_stay_hidden_and_compute_nothing(softmax_model, rng):
-    from cnnviz_widgets.widgets._common import starting_hidden
+    from cnnviz_widgets.widgets.view import starting_hidden
 
     state = ModelState(softmax_model, image=rng.integers(0, 256, (12, 12, 3), dtype=np.uint8))
     makers = (lambda: FilterEffect(state), lambda: Predictions(state),

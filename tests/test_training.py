@@ -256,7 +256,7 @@ def _text(widget) -> str:
 
 
 def _fmt(value):
-    from cnnviz_widgets.widgets._common import format_number
+    from cnnviz_widgets.widgets.parts import format_number
 
     return format_number(float(value))
 

@@ -12,7 +12,7 @@ from PIL import Image
 from cnnviz_widgets import CnnvizError, ModelState
 from cnnviz_widgets.pictures import render
 from cnnviz_widgets.widgets import ActivationGrid, MosaicFigure, WeightGrid
-from cnnviz_widgets.widgets._common import format_number as short  # the views' number format
+from cnnviz_widgets.widgets.parts import format_number as short  # the views' number format
 from tests.conftest import notifier_counts
 
 

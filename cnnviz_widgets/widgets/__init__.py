@@ -24,8 +24,12 @@ __all__ = ["ActivationGrid", "ChannelStats", "ClassActivationMap", "CompareImage
 
 def __getattr__(name: str):
     # The training monitor is a keras Callback: importing it loads Keras, so it is imported when asked for.
-    if name in ("TrainingMonitor", "BackgroundFit", "fit_in_background"):
-        from cnnviz_widgets.widgets import training
+    if name == "TrainingMonitor":
+        from cnnviz_widgets.widgets.training_monitor import TrainingMonitor
 
-        return getattr(training, name)
+        return TrainingMonitor
+    if name in ("BackgroundFit", "fit_in_background"):
+        from cnnviz_widgets.widgets import background_fit
+
+        return getattr(background_fit, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

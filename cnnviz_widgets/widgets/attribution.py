@@ -22,10 +22,10 @@ from cnnviz_widgets.attribution.explainer import METHODS, Explanation
 from cnnviz_widgets.attribution.heatmaps import overlay
 from cnnviz_widgets.errors import CnnvizError, LayerError
 from cnnviz_widgets.pictures import render
-from cnnviz_widgets.widgets._common import BusyFrame, as_state, close_all, colored, format_number
-from cnnviz_widgets.widgets._stateview import StateView
 from cnnviz_widgets.widgets.compare import COMPARE_SIDE, CompareImages
 from cnnviz_widgets.widgets.mosaic import MosaicFigure
+from cnnviz_widgets.widgets.parts import BusyFrame, close_all, format_number, message_line
+from cnnviz_widgets.widgets.view import View, as_state
 
 __all__ = ["COMPARE_SIDE", "HEAT_CMAP", "ClassActivationMap", "CompareImages", "Predictions"]
 
@@ -37,7 +37,7 @@ _METHOD_WORDS = {"grad-cam": "Grad-CAM", "saliency": "saliency"}
 # --------------------------------------------------------------------------------------------- Predictions
 
 
-class Predictions(StateView):
+class Predictions(View):
     """The model's top classes for the current image, with their probabilities; click one to explain it.
 
     Parameters
@@ -54,20 +54,22 @@ class Predictions(StateView):
     the class that `ClassActivationMap` explains (`state.explained_class`, else the top one) is highlighted.
     """
 
+    said_errors = (CnnvizError,)  # e.g. a model without a classifier: said instead of the list
+
     def __init__(self, state_or_model: Any, *, top: int = 5, css_class: str = "cnnviz-predictions",
                  active: bool | None = None):
-        self._closed = True
         if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 20:
             raise CnnvizError(f"top must be an int in 1..20; got {top!r}")
+        self.state = as_state(state_or_model)
         self.top = top
         self.predictions: TopClasses | None = None
         self.heading = ipywidgets.HTML("")
         self.rows = ipywidgets.VBox([])
         self.buttons: list[ipywidgets.Button] = []
         self.frame = BusyFrame(self.rows)  # a new image's prediction runs the network: said over the old list
-        super().__init__(state_or_model, [self.heading, self.frame], css_class,
-                         ["image", "explained_class", "class_names"], active)
-        self._parts = [self.heading, self.rows, self.frame]
+        self.message = message_line()
+        super().__init__([self.heading, self.message, self.frame], css_class=css_class, active=active)
+        self.follow_state(["image", "explained_class", "class_names"])
         self.redraw()
 
     def _busy_words(self) -> str:
@@ -76,7 +78,7 @@ class Predictions(StateView):
     def _key(self) -> tuple:
         state = self.state
         state.explainer.classifier  # noqa: B018  (raises, with the reason, for a model without a classifier)
-        return (id(state.model_input), state.explained_class, state.explainer.classifier.names)
+        return (id(state.model_input), state.explained_class, state.explainer.classifier.names, self._weights_version)
 
     def _hide(self, hidden: bool) -> None:
         self.rows.layout.display = "none" if hidden else None
@@ -109,7 +111,7 @@ class Predictions(StateView):
             f"<b>Top {len(p.indices)} of {classifier.n_classes} classes</b> for "
             f"{html.escape(state.image_name or 'the image')} · probabilities: {html.escape(p.note)} · "
             f"{words[classifier.names_source]}.{warning} Click a class to explain it.")
-        self.message.value = ""
+        self.show_message("")
         self._hide(False)
 
     def _build_rows(self, n: int) -> None:
@@ -137,7 +139,7 @@ class Predictions(StateView):
 # --------------------------------------------------------------------------------------------- ClassActivationMap
 
 
-class ClassActivationMap(StateView):
+class ClassActivationMap(View):
     """Grad-CAM or the gradient saliency map of a class (or of the current filter) over the input picture.
 
     Parameters
@@ -163,14 +165,15 @@ class ClassActivationMap(StateView):
     the first one, the input picture stands in.
     """
 
+    said_errors = (CnnvizError,)  # e.g. no conv layer to weigh: said over the plain picture
+
     def __init__(self, state_or_model: Any, *, method: str = "grad-cam", opacity: float = 0.5,
                  css_class: str = "cnnviz-class-activation-map", width_px: int = 420, active: bool | None = None):
-        self._closed = True
         if method not in METHODS:
             raise CnnvizError(f"unknown method {method!r}; expected one of {METHODS}")
         if not isinstance(opacity, (int, float)) or not 0.0 <= opacity <= 1.0:
             raise CnnvizError(f"opacity must be a number in 0..1; got {opacity!r}")
-        state = as_state(state_or_model)
+        state = self.state = as_state(state_or_model)
         self.explanation: Explanation | None = None
         self.method = ipywidgets.ToggleButtons(options=[("Grad-CAM", "grad-cam"), ("saliency", "saliency")],
                                                value=method, style={"button_width": "auto"},
@@ -202,17 +205,15 @@ class ClassActivationMap(StateView):
         self._picture_key: tuple | None = None
         # never an empty panel: until the first pass is done, the input picture stands in
         self._show_placeholder(state)
-        super().__init__(state, [self.controls, self.frame], css_class,
-                         ["image", "explained_class", "class_names", "layer", "filter"], active)
-        self._parts = [self.figure, self.frame, self.method, self.of, self.class_picker, self.layer_picker,
-                       self.opacity, *self.controls.children, self.controls]
+        self.message = message_line()
+        super().__init__([self.controls, self.message, self.frame], css_class=css_class, active=active)
+        self.follow_state(["image", "explained_class", "class_names", "layer", "filter"])
         self._setting_picker = False
         self._setting_layers = False
-        self._watch(self.method, self._on_control_change)
-        self._watch(self.of, self._on_control_change)
-        self._watch(self.layer_picker, self._on_control_change)
-        self._watch(self.class_picker, self._on_class_picked)
-        self._watch(self.opacity, self._on_opacity_change)
+        for control in (self.method, self.of, self.layer_picker):
+            self.watch(control, self._on_control_change)
+        self.watch(self.class_picker, self._on_class_picked)
+        self.watch(self.opacity, self._on_opacity_change)
         self.redraw()
 
     # -- what to draw ----------------------------------------------------------------------------------
@@ -225,7 +226,7 @@ class ClassActivationMap(StateView):
         target = self._target()  # may run the prediction (once per image) to know the top class
         self._sync_layer_picker(target)
         layer = self.layer_picker.value if self.method.value == "grad-cam" else ""
-        return (id(self.state.model_input), self.method.value, target, layer)
+        return (id(self.state.model_input), self.method.value, target, layer, self._weights_version)
 
     def _busy_words(self) -> str:
         return f"computing {_METHOD_WORDS[self.method.value]} …"
@@ -276,7 +277,7 @@ class ClassActivationMap(StateView):
         self.explanation = result
         self.layer_picker.layout.display = None if result.method == "grad-cam" else "none"
         self._sync_class_picker()
-        self.message.value = colored(result.note, "error") if result.note else ""
+        self.show_message(result.note, "error")
         self._hide(False)
         self._draw_picture()
 

@@ -12,9 +12,9 @@ import traitlets
 from cnnviz_widgets.errors import CnnvizError
 from cnnviz_widgets.pictures import images, render
 from cnnviz_widgets.pictures.preprocessing import ModelInput
-from cnnviz_widgets.widgets._common import BusyFrame, as_state, colored, format_number, show_child
-from cnnviz_widgets.widgets._stateview import StateView
 from cnnviz_widgets.widgets.mosaic import MosaicFigure
+from cnnviz_widgets.widgets.parts import BusyFrame, format_number, message_line, show_child
+from cnnviz_widgets.widgets.view import View, as_state
 
 COMPARE_SIDE = 224
 """Longest side, in pixels, of each compared map as sent (larger maps are average-pooled first)."""
@@ -29,7 +29,7 @@ _RANGE_WORDS = {
 # --------------------------------------------------------------------------------------------- CompareImages
 
 
-class CompareImages(StateView):
+class CompareImages(View):
     """The current layer's current channel for two images, side by side, on one value range.
 
     Parameters
@@ -46,10 +46,11 @@ class CompareImages(StateView):
     worth); both maps are scaled on one range (see `value_range`), so equal colours mean equal activations.
     """
 
+    said_errors = (CnnvizError,)
+
     def __init__(self, state_or_model: Any, other_image: Any = "cat", *, css_class: str = "cnnviz-compare-images",
                  width_px: int = 280, active: bool | None = None):
-        self._closed = True
-        state = as_state(state_or_model)
+        state = self.state = as_state(state_or_model)
         first = state.prepare_image(other_image)  # bad input fails here, before anything observes the state
         self.other_input: ModelInput | None = None
         self.other_name = ""
@@ -69,11 +70,11 @@ class CompareImages(StateView):
                                      layout=ipywidgets.Layout(width="100%"))
         self.sides.add_class("cnnviz-compare-sides")
         self.frame = BusyFrame(self.sides, layout=ipywidgets.Layout(width="100%"))
-        super().__init__(state, [self.picker, self.frame], css_class,
-                         ["image", "layer", "filter", "normalization", "colormap"], active)
-        self._parts = [self.picker, *self.thumbs, *self.figures, *self.sides.children, self.sides, self.frame]
+        self.message = message_line()
+        super().__init__([self.picker, self.message, self.frame], css_class=css_class, active=active)
+        self.follow_state(["image", "layer", "filter", "normalization", "colormap"])
         self._setting_picker = False
-        self._watch(self.picker, self._on_picked)
+        self.watch(self.picker, self._on_picked)
         self._use_other(first, other_image if isinstance(other_image, str) else None, other_image)
 
     def set_other_image(self, source: Any, name: str | None = None) -> None:
@@ -95,7 +96,8 @@ class CompareImages(StateView):
 
     def _key(self) -> tuple:
         s = self.state
-        return (id(s.model_input), id(self.other_input), s.layer, s.filter, s.normalization, s.colormap)
+        return (id(s.model_input), id(self.other_input), s.layer, s.filter, s.normalization, s.colormap,
+                self._weights_version)
 
     def _hide(self, hidden: bool) -> None:
         show_child(self, self.frame, not hidden)
@@ -144,8 +146,8 @@ class CompareImages(StateView):
             figure.show(mosaic, title=f"{name} · {s.layer} {what} {s.filter} ({w}×{h})", tooltips=[tip],
                         colorbar=(s.colormap, lo, hi), colorbar_label="activation, same range on both sides")
         words = _RANGE_WORDS[s.normalization]
-        self.message.value = (f"Same layer and {what} for two images. {words[:1].upper()}{words[1:]}: "
-                              f"{format_number(lo)} .. {format_number(hi)}, so equal colours mean equal values.")
+        self.show_message(f"Same layer and {what} for two images. {words[:1].upper()}{words[1:]}: "
+                          f"{format_number(lo)} .. {format_number(hi)}, so equal colours mean equal values.", "text")
         self._hide(False)
 
     def _on_picked(self, change: traitlets.Bunch) -> None:
@@ -154,4 +156,4 @@ class CompareImages(StateView):
         try:
             self.set_other_image(change["new"])
         except CnnvizError as err:  # the previous image stays, and so does its picture
-            self.message.value = colored(f"{err} The previous image stays.", "error")
+            self.show_message(f"{err} The previous image stays.", "error")

@@ -20,8 +20,10 @@ import traitlets
 from cnnviz_widgets.errors import CnnvizError, LayerError
 from cnnviz_widgets.lessons.filter_effect import FilterBreakdown, parse_channels
 from cnnviz_widgets.pictures import render
-from cnnviz_widgets.widgets._common import View, as_state, close_all, colored, format_number, show_child
 from cnnviz_widgets.widgets.mosaic import MosaicFigure
+from cnnviz_widgets.widgets.parts import format_number, message_line, show_child
+from cnnviz_widgets.widgets.theme import HIGHLIGHT_COLOR
+from cnnviz_widgets.widgets.view import View, as_state
 
 MAP_SIDE = 192
 """Longest side, in pixels, of a map tile as sent (larger maps are average-pooled first)."""
@@ -56,16 +58,14 @@ class FilterEffect(View):
     take apart.
     """
 
+    said_errors = (LayerError,)  # an input or pooling layer: said instead of the rows
 
     def __init__(self, state_or_model: Any, *, top_k: int = 3, css_class: str = "cnnviz-filter-effect",
                  width_px: int = 420):
-        self._closed = True  # until fully built: a failed __init__ leaves nothing for close() (or __del__) to do
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise CnnvizError(f"top_k must be an int in 1..{MAX_TOP_K}; got {top_k!r}")
         self.state = as_state(state_or_model)
         self.breakdown: FilterBreakdown | None = None
-        self.redraws = 0
-        self._drawn_key: tuple | None = None
 
         self.heading = ipywidgets.HTML("")
         self.mode = ipywidgets.ToggleButtons(options=[("top contributors", "top"), ("pick channels", "pick")],
@@ -78,27 +78,22 @@ class FilterEffect(View):
         self.channels = ipywidgets.Text(value="", placeholder="e.g. 0, 5, 17 or 0-3", description="channels",
                                         continuous_update=False, layout=ipywidgets.Layout(width="260px"))
         self.controls = ipywidgets.HBox([self.mode, self.top_k, self.channels])
-        self.message = ipywidgets.HTML("")
-        self.message.add_class("cnnviz-view-message")
+        self.message = message_line()
         self.inputs_figure = MosaicFigure(css_class=f"{css_class}-inputs", width_px=width_px)
         self.kernels_figure = MosaicFigure(css_class=f"{css_class}-kernels", width_px=width_px)
         self.partials_figure = MosaicFigure(css_class=f"{css_class}-partials", width_px=width_px)
         self.result_figure = MosaicFigure(css_class=f"{css_class}-result", width_px=width_px)
         self.figures = ipywidgets.VBox([self.inputs_figure, self.kernels_figure, self.partials_figure,
                                         self.result_figure])
-        super().__init__([self.heading, self.controls, self.message, self.figures])
-        self.add_class(css_class)
+        super().__init__([self.heading, self.controls, self.message, self.figures], css_class=css_class)
 
         for figure in (self.inputs_figure, self.kernels_figure, self.partials_figure):
-            figure.on_tile_click(self._on_tile_click)
-        self._control_handlers = [(self.mode, self._on_control_change), (self.top_k, self._on_control_change),
-                                  (self.channels, self._on_channels_typed)]
-        for control, handler in self._control_handlers:
-            control.observe(handler, "value")
-        self._redraw_traits = self._state_traits(["layer", "filter", "image", "colormap", "normalization"])
-        self.state.observe(self._on_state_change, self._redraw_traits)
-        self.state.observe(self._on_channel_change, "channel")
-        self._closed = False
+            self.on_tile_click(figure, self._on_tile_click)
+        self.watch(self.mode, self._on_control_change)
+        self.watch(self.top_k, self._on_control_change)
+        self.watch(self.channels, self._on_channels_typed)
+        self.follow_state(["layer", "filter", "image", "colormap", "normalization"])
+        self.observe_state(self._on_channel_change, ["channel"])
         self.redraw()
 
     # -- drawing ---------------------------------------------------------------------------------------
@@ -110,13 +105,7 @@ class FilterEffect(View):
         return (s.layer, s.filter, id(s.model_input), s.colormap, s.normalization, self.mode.value,
                 self.top_k.value, picks, self._weights_version)
 
-    def redraw(self) -> None:
-        """Bring the picture up to date with the state and the controls; nothing happens if nothing changed."""
-        key = self._key()
-        if key == self._drawn_key or not self.active:
-            return
-        self._drawn_key = key
-        self.redraws += 1
+    def _draw(self) -> None:
         self.top_k.disabled = self.mode.value != "top"
         channels, problem = None, ""
         if self.mode.value == "pick":
@@ -124,18 +113,20 @@ class FilterEffect(View):
                 channels = parse_channels(self.channels.value, self.state.n_channels())
             except CnnvizError as err:
                 problem = f"{err}. Showing the top contributors instead."
-        try:
-            breakdown = self.state.filter_effect(channels=channels, top_k=self.top_k.value)
-        except LayerError as err:
-            self._show_message_only(str(err))
-            return
+        breakdown = self.state.filter_effect(channels=channels, top_k=self.top_k.value)  # LayerError: said
         self.breakdown = breakdown
-        self.message.value = colored(problem, "error") if problem else ""
-        show_child(self, self.figures, True)
+        self.show_message(problem, "error")
+        self._hide(False)
         self.heading.value = self._heading(breakdown, picked=channels is not None)
-        self._draw(breakdown)
+        self._draw_rows(breakdown)
 
-    def _draw(self, b: FilterBreakdown) -> None:
+    def _hide(self, hidden: bool) -> None:
+        show_child(self, self.figures, not hidden)
+        if hidden:
+            self.breakdown = None
+            self.heading.value = ""
+
+    def _draw_rows(self, b: FilterBreakdown) -> None:
         s, k = self.state, len(b.channels)
         highlight = b.channels.index(s.channel) if s.channel in b.channels else None
         cols = list(b.channels)
@@ -219,23 +210,14 @@ class FilterEffect(View):
             which = f"the {shown} that contribute most, by mean |partial sum| (ranks {ranks})"
         rest = f" The other {b.n_channels - shown} are added up in row 4." if shown < b.n_channels else ""
         # said always, not only while the selected channel is shown: the outline moves without a redraw
-        outline = (' An <span style="color: #ff7f0e; font-weight: bold">orange outline</span> marks the selected '
-                   "input channel when it is shown (input channel slider, or click a tile).")
+        outline = (f' An <span style="color: {HIGHLIGHT_COLOR}; font-weight: bold">orange outline</span> marks the '
+                   "selected input channel when it is shown (input channel slider, or click a tile).")
         note = f"<br><small>{html.escape(b.note)}</small>" if b.note else ""
         return (f"<b>{html.escape(b.layer)} ({html.escape(b.layer_type)}), filter {b.filter}</b> of "
                 f"{self.state.n_filters()}, on {html.escape(b.previous_layer)}'s {b.n_channels} channels. "
                 f"Shown: {which}.{rest}{outline}{note}")
 
-    def _show_message_only(self, text: str) -> None:
-        self.breakdown = None
-        self.heading.value = ""
-        show_child(self, self.figures, False)
-        self.message.value = colored(text)
-
     # -- events ----------------------------------------------------------------------------------------
-
-    def _on_state_change(self, _change: traitlets.Bunch) -> None:
-        self.redraw()
 
     def _on_control_change(self, _change: traitlets.Bunch) -> None:
         self.redraw()
@@ -255,22 +237,6 @@ class FilterEffect(View):
         index = b.channels.index(change["new"]) if b is not None and change["new"] in b.channels else None
         for figure in (self.inputs_figure, self.kernels_figure, self.partials_figure):
             figure.highlight(index)
-
-    def close(self) -> None:
-        """Stop observing the state and the controls, and close every part (a second call does nothing)."""
-        if self._closed:
-            return
-        self._closed = True
-        self.state.unobserve(self._on_state_change, self._redraw_traits)
-        self.state.unobserve(self._on_channel_change, "channel")
-        for control, handler in self._control_handlers:
-            control.unobserve(handler, "value")
-        for part in (self.inputs_figure, self.kernels_figure, self.partials_figure, self.result_figure,
-                     self.figures, self.heading, self.mode, self.top_k, self.channels,
-                     self.controls, self.message):
-            part.close()
-        super().close()
-        close_all(self)
 
 
 def uniform_format(values: np.ndarray) -> Callable[[float], str]:

@@ -29,15 +29,17 @@ from cnnviz_widgets.export.saving import export_png
 from cnnviz_widgets.pictures import images, render
 from cnnviz_widgets.state.model_state import ModelState
 from cnnviz_widgets.state.training_state import TrainingState
-from cnnviz_widgets.widgets._common import WEIGHTS_TRAIT, close_all, colored, starting_hidden, stylesheet
 from cnnviz_widgets.widgets.about import model_header
 from cnnviz_widgets.widgets.attribution import ClassActivationMap, CompareImages, Predictions
 from cnnviz_widgets.widgets.effect import FilterEffect
 from cnnviz_widgets.widgets.grids import ActivationGrid, WeightGrid
 from cnnviz_widgets.widgets.looksfor import WhatItLooksFor
+from cnnviz_widgets.widgets.parts import close_all
 from cnnviz_widgets.widgets.pixel import ConvolutionAtPixel
 from cnnviz_widgets.widgets.stats import ChannelStats
 from cnnviz_widgets.widgets.summary import LayerSummary
+from cnnviz_widgets.widgets.theme import LINK_COLOR, colored, stylesheet
+from cnnviz_widgets.widgets.view import WEIGHTS_TRAIT, starting_hidden
 
 MAX_UPLOAD_BYTES = 20 * 2**20
 """Largest accepted upload (20 MiB): bigger files are refused with a message before decoding."""
@@ -327,7 +329,7 @@ class Explorer(ipywidgets.VBox):
         href = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
         # A link with `download` saves the file in the browser: the kernel's folder may be on another machine.
         self.message.value = (f'<a download="{name}" href="{href}" class="cnnviz-download" style="color: '
-                              f'var(--jp-content-link-color, #1976d2); text-decoration: underline">Download '
+                              f'{LINK_COLOR}; text-decoration: underline">Download '
                               f'{html.escape(name)}</a> ({width}×{height} px; the Python that rebuilds it is in '
                               "its metadata)")
 

@@ -1,20 +1,15 @@
-"""`WeightGrid` and `ActivationGrid`: one layer's filters or activation maps as one clickable mosaic.
+"""`WeightGrid` and `ActivationGrid`: one layer's filters or activation maps as one clickable, paged mosaic.
 
 Both views take a `ModelState`, observe only the traits that change their picture, and draw through
-`MosaicFigure`. Layers with more tiles than a page holds are paged; the page follows `state.filter` when the
-selection changes, so a newly selected filter is on screen. Picking another page only turns the page: the
-selection stays (the page label says where it is), so paging through a layer never changes what other views
-show. A redraw happens
-only when the picture's inputs changed (a "picture key"); moving the selection within a page only moves the
-outline. On a state whose weights change (a `TrainingState`), its `version` is part of every key and cache key
-of what is drawn from the weights, and a change of it redraws (see `View._state_traits`).
+`MosaicFigure` on the `PagedMosaicView` skeleton (paging that follows the selection, a mosaic drawn only when its
+key changed). Beside the mosaic, the selected filter whole (its kernel for every input channel), or the selected
+map large and the photo fed.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable
 from typing import Any
 
 import ipywidgets
@@ -24,8 +19,9 @@ import traitlets
 from cnnviz_widgets.errors import CnnvizError
 from cnnviz_widgets.lru import LruCache
 from cnnviz_widgets.pictures import render
-from cnnviz_widgets.widgets._common import View, as_state, close_all, colored, format_number, show_child
 from cnnviz_widgets.widgets.mosaic import MosaicFigure
+from cnnviz_widgets.widgets.paged import PagedMosaicView, full_rows
+from cnnviz_widgets.widgets.parts import format_number
 
 _KERNEL_TILE_PX = 24  # a 3×3 kernel is sent as 24×24 px of crisp cells rather than blurred by the browser
 _WEIGHT_PAD, _WEIGHT_PAD_GREY = 2, 64  # dark gaps: white is a zero weight in coolwarm, mid grey in RGB view
@@ -38,202 +34,7 @@ DETAIL_SIDE = 256
 """Longest side, in pixels, of the large view of the selected activation map (larger maps are pooled)."""
 
 
-class _PagedMosaicView(View):
-    """Common part of the grid views: state observers, paging that follows `state.filter`, the figure."""
-
-    page = traitlets.Int(0, help="Page shown, 0-based: tiles page * page_size .. (page + 1) * page_size - 1.")
-    _observed_traits: tuple[str, ...] = ()
-    _tile_word = "map"
-
-    def __init__(self, state_or_model: Any, *, page_size: int, css_class: str, width_px: int = 420):
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-            raise CnnvizError(f"page_size must be an integer >= 1; got {page_size!r}")
-        self.state = as_state(state_or_model)
-        self.page_size = page_size
-        self._drawn_key: tuple | None = None
-        self._syncing = False
-        self._followed: tuple | None = None  # (layer, filter, order) the page last followed
-        self._state_handlers: list[tuple[Callable, list[str]]] = []
-
-        self.figure = MosaicFigure(css_class=f"{css_class}-mosaic", width_px=width_px)
-        self.figure.on_tile_click(self._on_tile_click)
-        self.message = ipywidgets.HTML("")
-        self.message.add_class("cnnviz-view-message")
-        self.page_slider = ipywidgets.IntSlider(value=1, min=1, max=1, description="page",
-                                                continuous_update=True, layout=ipywidgets.Layout(width="220px"))
-        self.page_slider.add_class("cnnviz-page-slider")
-        self.page_label = ipywidgets.HTML("")
-        self.page_label.add_class("cnnviz-page-label")
-        self.page_slider.observe(self._on_page_slider, "value")
-        self.controls = ipywidgets.HBox([self.page_slider, self.page_label, *self._extra_controls()])
-        self.controls.add_class("cnnviz-view-controls")
-        # the mosaic and, beside it, what a subclass shows of the selection (see `_side_parts`)
-        self.body = ipywidgets.HBox([self.figure, *self._side_parts(css_class)],
-                                    layout=ipywidgets.Layout(width="100%", align_items="flex-start"))
-        self.body.add_class("cnnviz-grid-body")
-        super().__init__(children=[self.controls, self.message, self.body])
-        self.add_class(css_class)
-        self._observe_state(self._on_state_change, self._state_traits(self._observed_traits))
-        with self._computing():
-            self._sync()
-
-    # -- hooks for the subclasses ----------------------------------------------------------------------
-
-    def _extra_controls(self) -> list[ipywidgets.Widget]:
-        return []
-
-    def _side_parts(self, css_class: str) -> list[ipywidgets.Widget]:
-        """Widgets shown to the right of the mosaic (none here)."""
-        return []
-
-    def _draw_side(self) -> None:
-        """Bring the side parts up to date with the selection (called after each sync that shows the mosaic)."""
-
-    def _tile_count(self) -> int | None:
-        """How many tiles the current layer has, or None when there is nothing to draw (see `_message`)."""
-        raise NotImplementedError
-
-    def _message(self) -> str:
-        return ""
-
-    def _order(self) -> list[int] | None:
-        """The map indices in the order they are tiled, or None for index order."""
-        return None
-
-    def _picture_key(self) -> tuple:
-        """Everything the picture depends on (besides the page); a redraw happens when it changes."""
-        raise NotImplementedError
-
-    def _draw(self, shown: list[int]) -> None:
-        """Render tiles `shown` (map indices of one page) into `self.figure`."""
-        raise NotImplementedError
-
-    # -- state and paging ------------------------------------------------------------------------------
-
-    @property
-    def redraws(self) -> int:
-        """How many times this view's picture was actually redrawn."""
-        return self.figure.redraws
-
-    @property
-    def pages(self) -> int:
-        """How many pages the current layer needs (1 when it has nothing to draw)."""
-        count = self._tile_count()
-        return 1 if count is None else math.ceil(count / self.page_size)
-
-    @property
-    def shown(self) -> list[int]:
-        """Map indices on the current page."""
-        count = self._tile_count() or 0
-        order = self._order() if count else None
-        first, stop = self.page * self.page_size, min(count, (self.page + 1) * self.page_size)
-        return list(range(first, stop)) if order is None else order[first:stop]
-
-    def _place(self, index: int) -> int:
-        """Where map `index` is in the tiling order (its index itself, unless `_order` sorts the maps)."""
-        order = self._order()
-        return index if order is None else order.index(index)
-
-    def _observe_state(self, handler: Callable, names: list[str]) -> None:
-        self.state.observe(handler, names)
-        self._state_handlers.append((handler, names))
-
-    @traitlets.validate("page")
-    def _validate_page(self, proposal: traitlets.Bunch) -> int:
-        return max(0, min(int(proposal["value"]), self.pages - 1))
-
-    @traitlets.observe("page")
-    def _on_page_change(self, change: traitlets.Bunch) -> None:
-        if self._syncing:
-            return
-        self._sync()  # the user turned the page: the selection stays where it is
-
-    def _on_page_slider(self, change: traitlets.Bunch) -> None:
-        if not self._syncing:
-            self.page = change["new"] - 1
-
-    def _on_state_change(self, _change: traitlets.Bunch) -> None:
-        self._sync()
-
-    def _on_tile_click(self, index: int) -> None:
-        self.state.filter = index
-
-    def redraw(self) -> None:
-        """Bring the picture up to date with the state (nothing is drawn if it did not change)."""
-        self._sync()
-
-    def _sync(self) -> None:
-        """Bring page, controls and picture up to date with the state; draw only if the picture changed."""
-        if self._syncing or not self.active:
-            return
-        self._syncing = True
-        try:
-            count = self._tile_count()
-            if count is None:
-                self._show_message_only()
-                return
-            pages = math.ceil(count / self.page_size)
-            followed = (self.state.layer, self.state.filter, self._order_key())
-            if followed != self._followed:  # a new selection (or layer, or order): show its page
-                self.page = self._place(self.state.filter) // self.page_size
-                self._followed = followed
-            shown = self.shown
-            first = self.page * self.page_size
-            which = (f"{shown[0]}–{shown[-1]} of {count}" if self._order() is None
-                     else f"ranked {first + 1}–{first + len(shown)} of {count}")
-            if pages > 1 and self.state.filter not in shown:
-                page_of_selection = self._place(self.state.filter) // self.page_size + 1
-                which += f" · {self._tile_word} {self.state.filter} is on page {page_of_selection}"
-            with self.page_slider.hold_sync(), self.page_label.hold_sync():
-                self.page_slider.max = pages
-                self.page_slider.value = self.page + 1
-                self.page_slider.layout.display = None if pages > 1 else "none"
-                self.page_label.value = f"{self._tile_word}s {which}" if pages > 1 else ""
-            self.message.value = self._message()
-            show_child(self, self.body, True)
-            key = (*self._picture_key(), self.page)
-            if key != self._drawn_key:
-                self._draw(shown)
-                self._drawn_key = key
-            self.figure.highlight(self.state.filter)
-            self._draw_side()
-        finally:
-            self._syncing = False
-
-    def _order_key(self) -> Any:
-        """What the tiling order depends on (None: index order); a new order re-follows the selection."""
-        return None
-
-    def _show_message_only(self) -> None:
-        self.page = 0
-        self.page_slider.layout.display = "none"
-        self.page_label.value = ""
-        show_child(self, self.body, False)
-        self.message.value = colored(self._message())
-        self._drawn_key = None
-
-    def close(self) -> None:
-        """Stop observing the state and close every child widget."""
-        if not hasattr(self, "figure"):  # __init__ refused its arguments: nothing was built
-            super().close()
-            return
-        for handler, names in self._state_handlers:
-            self.state.unobserve(handler, names)
-        self._state_handlers.clear()
-        # the large view is a MosaicFigure: its own close() also reaches its marks outside the widget tree
-        detail = getattr(self, "detail", None)
-        for child in (self.figure, *([detail] if detail is not None else []), *self.body.children, self.body,
-                      self.message, self.page_slider, self.page_label, self.controls,
-                      *self._extra_controls_built()):
-            child.close()
-        super().close()
-        close_all(self)
-
-    def _extra_controls_built(self) -> list[ipywidgets.Widget]:
-        return []
-
-
-class WeightGrid(_PagedMosaicView):
+class WeightGrid(PagedMosaicView):
     """The filters of `state.layer` at input channel `state.channel`: one tile per filter.
 
     Parameters
@@ -265,13 +66,7 @@ class WeightGrid(_PagedMosaicView):
         self.rgb_toggle = ipywidgets.ToggleButton(value=False, description="RGB view",
                                                   tooltip="the filter's 3 input-channel kernels as one colour tile")
         self.rgb_toggle.add_class("cnnviz-rgb-toggle")
-        self._rgb_link: ipywidgets.link | None = ipywidgets.link((self.rgb_toggle, "value"), (self, "rgb"))
-        return [self.rgb_toggle]
-
-    def _extra_controls_built(self) -> list[ipywidgets.Widget]:
-        if self._rgb_link is not None:  # close() may run twice (again from __del__)
-            self._rgb_link.unlink()
-            self._rgb_link = None
+        self.link((self.rgb_toggle, "value"), (self, "rgb"))
         return [self.rgb_toggle]
 
     @traitlets.observe("rgb")
@@ -388,9 +183,8 @@ class WeightGrid(_PagedMosaicView):
     def _side_parts(self, css_class: str) -> list[ipywidgets.Widget]:
         # Beside the grid: the selected filter whole, its kernel for every input channel; a click there picks
         # that input channel.
-        self._side_key: tuple | None = None
         self.detail = MosaicFigure(css_class=f"{css_class}-detail", width_px=200, colorbar=False)
-        self.detail.on_tile_click(self._on_channel_click)
+        self.on_tile_click(self.detail, self._on_channel_click)
         self.detail.layout.flex = "2 1 0%"
         self.figure.layout.flex = "3 1 0%"
         return [self.detail]
@@ -398,10 +192,10 @@ class WeightGrid(_PagedMosaicView):
     def _on_channel_click(self, channel: int) -> None:
         self.state.channel = channel
 
-    def _draw_side(self) -> None:
+    def _draw_side(self, picture_key: tuple) -> None:
         state = self.state
-        key = (state.layer, state.filter, state.channel, self._rgb_shown(), self._weights_version)
-        if key == self._side_key:
+        if not self.part_changed("side", (state.layer, state.filter, state.channel, self._rgb_shown(),
+                                          self._weights_version)):
             return
         kernel, _, _, _ = self._kernel()
         f, n_in = state.filter, kernel.shape[2]
@@ -419,10 +213,9 @@ class WeightGrid(_PagedMosaicView):
         self.detail.show(mosaic, title=f"filter {f} whole: its kernel for {which} input channels "
                                        "(click one to pick it)", tooltips=tooltips,
                          highlight=state.channel)
-        self._side_key = key
 
 
-class ActivationGrid(_PagedMosaicView):
+class ActivationGrid(PagedMosaicView):
     """The current layer's activation maps for the current image, as one mosaic.
 
     Parameters
@@ -477,7 +270,6 @@ class ActivationGrid(_PagedMosaicView):
 
     def _side_parts(self, css_class: str) -> list[ipywidgets.Widget]:
         # What CNN Explainer and TensorBoard give beside the grid: the selected map large, and the photo fed.
-        self._side_key: tuple | None = None
         self._photo_input: Any = None
         self._page_range: tuple[float, float] | None = None
         self.detail = MosaicFigure(css_class=f"{css_class}-detail", width_px=200, colorbar=False,
@@ -493,11 +285,10 @@ class ActivationGrid(_PagedMosaicView):
         self.figure.layout.flex = "3 1 0%"
         return [self.side]
 
-    def _draw_side(self) -> None:
+    def _draw_side(self, picture_key: tuple) -> None:
         state = self.state
         f = state.filter
-        key = (self._drawn_key, f)
-        if key == self._side_key:
+        if not self.part_changed("side", (picture_key, f)):
             return
         maps = state.activation()
         mode = state.normalization
@@ -521,7 +312,6 @@ class ActivationGrid(_PagedMosaicView):
             self.photo.value = self._photos.get(state.image_key, lambda: render.encode_png(picture))
             self.photo_caption.value = (f"<b>the input: {html.escape(state.image_name or 'the image')} "
                                         f"({picture.shape[1]}×{picture.shape[0]} as fed)</b>")
-        self._side_key = key
 
     def _picture_key(self) -> tuple:
         # id() of the prepared input names the image; holding the object keeps that id from being reused
@@ -597,15 +387,6 @@ class ActivationGrid(_PagedMosaicView):
                      else "activation, symmetric around 0")
             self.figure.show(mosaic, title=title, tooltips=tooltips, colorbar=(cmap, lo, hi),
                              colorbar_label=label, highlight=state.filter)
-
-
-def full_rows(n: int) -> int | None:
-    """Tiles per row that leave no empty slot for `n` tiles, if a not too wide one exists (8 -> 4, 3 -> 3, 64 -> 8);
-    None (near-square, the last row part empty) otherwise, e.g. for 7."""
-    for cols in range(math.isqrt(n - 1) + 1 if n > 1 else 1, n + 1):
-        if n % cols == 0:
-            return cols if cols <= 2 * math.sqrt(n) else None
-    return None
 
 
 def _nonzero(magnitude: float) -> float:

@@ -25,26 +25,10 @@ from cnnviz_widgets.features.scanning import top_examples
 from cnnviz_widgets.features.sources import sample_collection
 from cnnviz_widgets.features.visualisation import maximize
 from cnnviz_widgets.pictures import render
-from cnnviz_widgets.widgets._common import View, as_state, close_all
+from cnnviz_widgets.widgets.theme import LOOKSFOR_CSS, stylesheet
+from cnnviz_widgets.widgets.view import View, as_state
 
 _CROP_PX = 96  # each crop is sent at about this size: a 3-px block1 field and a 200-px block5 field alike
-_MARK = np.array([255, 127, 14], np.uint8)  # orange, like the selected tiles elsewhere
-# The pictures follow the tab's width (crops in a grid of equal squares, the side column's pictures as wide as
-# it is), up to about the window's height; small pictures are enlarged by the browser without blur.
-_CSS = """<style>
-.cnnviz-looksfor-crops { max-width: 72vh; }
-.cnnviz-looksfor-crops img, .cnnviz-looksfor-side img { width: 100%; height: auto; object-fit: contain; }
-.cnnviz-looksfor-crops img { aspect-ratio: 1; image-rendering: pixelated; }
-.cnnviz-looksfor-weights { image-rendering: pixelated; }
-.cnnviz-looksfor-side { max-width: 360px; }
-.cnnviz-looksfor-body { column-gap: 24px; }
-.cnnviz-looksfor-placeholder { border: 1px dashed var(--jp-border-color1, #bdbdbd); border-radius: 4px;
-  padding: 16px; min-height: 160px; box-sizing: border-box; color: var(--jp-ui-font-color2, #616161); }
-.cnnviz-looksfor-note .widget-html-content, .cnnviz-looksfor-side .widget-html-content {
-  white-space: normal; line-height: 1.35; }
-</style>"""
-
-
 class WhatItLooksFor(View):
     """Top image patches, optimised picture and weights of the current filter of a `ModelState`.
 
@@ -66,20 +50,17 @@ class WhatItLooksFor(View):
     def __init__(self, state_or_model: Any, top: TopExamples | None = None, *, k: int = 9,
                  maximize_steps: int = 128, maximize_size: int = 96, css_class: str = "cnnviz-looksfor",
                  active: bool | None = None):
-        self._closed = True
         self.state = as_state(state_or_model)
         self.k = int(k)
         self.maximize_steps, self.maximize_size = int(maximize_steps), int(maximize_size)
         self.top: TopExamples | None = None
         self._top_version: int | None = None  # the weights the scan was made with (see View._weights_version)
-        self.redraws = 0
-        self._drawn_key: tuple | None = None
         # (layer, filter, weights version) -> FeatureVisualization
         self._pictures: dict[tuple[str, int, int | None], Any] = {}
 
         self.title = ipywidgets.HTML("")
         self.title.add_class(f"{css_class}-note")
-        self._style = ipywidgets.HTML(_CSS, layout=ipywidgets.Layout(display="none"))
+        self._style = stylesheet(LOOKSFOR_CSS, f"{css_class}-stylesheet")
         # an Image is only ever shown with a picture in it: an empty one is the browser's broken-picture icon
         self.crops = [ipywidgets.Image(format="png", layout=ipywidgets.Layout(width="100%")) for _ in range(self.k)]
         self.captions = [ipywidgets.HTML("") for _ in range(self.k)]
@@ -128,12 +109,9 @@ class WhatItLooksFor(View):
         body.add_class(f"{css_class}-body")
         # the progress bar has its own row: an optimisation after a scan runs while the scan row is hidden
         # active None: View's default (hidden when made inside starting_hidden())
-        super().__init__([self._style, self.title, self.scan_box, self.progress, body],
-                         **({} if active is None else {"active": active}))
-        self.add_class(css_class)
-        self._redraw_traits = self._state_traits(["layer", "filter"])
-        self.state.observe(self._on_state_change, self._redraw_traits)
-        self._closed = False
+        super().__init__([self._style, self.title, self.scan_box, self.progress, body], css_class=css_class,
+                         active=active)
+        self.follow_state(["layer", "filter"])
         if top is not None:
             self.set_top(top)
         self.redraw()
@@ -146,7 +124,7 @@ class WhatItLooksFor(View):
             raise CnnvizError(f"top must be a TopExamples (from cw.top_examples); got {type(top).__name__}")
         self.top = top
         self._top_version = self._weights_version if version is None else version
-        self._drawn_key = None
+        self._forget_drawn()
         self.redraw()
 
     def run_scan(self, folder: str | None = None, **kwargs: Any) -> TopExamples:
@@ -202,23 +180,20 @@ class WhatItLooksFor(View):
             self.optimise_button.disabled = False
             self.progress.layout.display = "none"
         self._pictures[(layer, f, version)] = result
-        self._drawn_key = None
+        self._forget_drawn()
         self.redraw()
         return result
 
     # -- drawing ---------------------------------------------------------------------------------------
 
-    def _on_state_change(self, _change: traitlets.Bunch) -> None:
-        self.redraw()
-
-    def redraw(self) -> None:
+    def _key(self) -> tuple:
         s = self.state
         version = self._weights_version
-        key = (s.layer, s.filter, id(self.top), (s.layer, s.filter, version) in self._pictures, version)
-        if self._closed or not self.active or key == self._drawn_key:
-            return
-        self._drawn_key = key
-        self.redraws += 1
+        return (s.layer, s.filter, id(self.top), (s.layer, s.filter, version) in self._pictures, version)
+
+    def _draw(self) -> None:
+        s = self.state
+        version = self._weights_version
         layer, f = s.layer, s.filter
         if s.layer_kind() == "input":
             raise CnnvizError(f"{layer} is the model input: pick a conv or pooling layer to see what a filter "
@@ -301,12 +276,6 @@ class WhatItLooksFor(View):
                        "red > 0).")
         self.weights.value = render.encode_png(picture)
         self.weights_caption.value = caption
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.state.unobserve(self._on_state_change, self._redraw_traits)
-        close_all(self)
 
 
 def _short(names: list[str] | tuple[str, ...]) -> str:

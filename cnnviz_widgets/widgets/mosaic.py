@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import html
 import itertools
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,26 +19,18 @@ import ipywidgets
 import numpy as np
 
 from cnnviz_widgets.errors import CnnvizError
+from cnnviz_widgets.lru import LruCache
 from cnnviz_widgets.pictures import render
-from cnnviz_widgets.widgets._common import THEME_CSS, close_all
+from cnnviz_widgets.widgets.parts import close_all
+from cnnviz_widgets.widgets.theme import CAPTIONS_CSS, HIGHLIGHT_COLOR, THEME_CSS
 
 _MARGIN = dict(top=2, bottom=2, left=2, right=2)  # no axes on the mosaic: keep the picture edge to edge
 _COLORBAR_HEIGHT_PX = 74  # strip + tick labels + caption underneath
 _COLORBAR_MARGIN = dict(top=4, bottom=48, left=40, right=40)  # room for end labels ("tile max") and the caption
 _COLORBAR_LABEL_OFFSET = "36px"  # the caption below the tick labels, not on them
-_HIGHLIGHT_COLOR = "#ff7f0e"  # orange: stands out on grey, coolwarm, viridis and magma alike
 _MAX_HEIGHT = "72vh"  # a tall picture stops growing here, so the whole of it fits on the screen
 _figure_ids = itertools.count()
 _KEPT_ENCODINGS = 6  # encodings kept by picture identity (views keep as many recent pictures)
-# Captions under a one-row mosaic: one grid column per tile, the figure's own width and margins, so each
-# caption sits under its tile at any width.
-_CAPTIONS_CSS = """
-.cnnviz-mosaic-captions { box-sizing: border-box; padding: 0 2px; width: 100%; }
-.cnnviz-mosaic-captions .widget-html-content { display: block; }
-.cnnviz-caption-grid { display: grid; column-gap: 4px; align-items: start; font-size: 12px; line-height: 1.3;
-                       color: var(--jp-ui-font-color1, #212121); }
-.cnnviz-caption-grid > div { text-align: center; min-width: 0; overflow-wrap: anywhere; }
-"""
 
 
 class MosaicFigure(ipywidgets.VBox):
@@ -67,7 +58,8 @@ class MosaicFigure(ipywidgets.VBox):
         self._click_callbacks: list[Callable[[int], None]] = []
         self._last_drawn: tuple | None = None  # what the browser shows now, to skip identical redraws
         self._last_pixels: tuple[np.ndarray, str, bytes] | None = None  # (picture, format, its encoding)
-        self._encodings: OrderedDict[tuple[int, str], tuple[np.ndarray, bytes]] = OrderedDict()
+        # (id of a picture, format) -> (the picture, its encoding); holding the array keeps its id from reuse
+        self._encodings: LruCache[tuple[np.ndarray, bytes]] = LruCache(_KEPT_ENCODINGS)
         self.aspect_ratio = 1.0
         self._size_class = f"cnnviz-fig-{next(_figure_ids)}"
         # The figure's size lives in one CSS rule: width of its container, height from the picture's aspect
@@ -92,7 +84,7 @@ class MosaicFigure(ipywidgets.VBox):
         self.image_mark.on_element_click(self._on_image_click)
         self._hover_marks.on_element_click(self._on_marker_click)
         self._highlighted: int | None = None
-        self._outline = bqplot.Lines(x=[0.0], y=[0.0], scales=scales, colors=[_HIGHLIGHT_COLOR], stroke_width=3,
+        self._outline = bqplot.Lines(x=[0.0], y=[0.0], scales=scales, colors=[HIGHLIGHT_COLOR], stroke_width=3,
                                      visible=False, interactions={}, apply_clip=False)
         self.figure = bqplot.Figure(
             marks=[self.image_mark, self._outline, *([self._hover_marks] if hover_labels else [])], axes=[],
@@ -203,17 +195,16 @@ class MosaicFigure(ipywidgets.VBox):
         the same picture object as one of the last few shown (a view showing a picture it kept, e.g. for an
         image the user comes back to: views never change a picture once rendered), or the same pixels as the
         last one (a view re-sending one of its pictures unchanged next to a changed one)."""
-        kept = self._encodings.get((id(picture), fmt))
+        kept = self._encodings.peek((id(picture), fmt))
         if kept is not None and kept[0] is picture:
+            self._encodings.touch((id(picture), fmt))
             return kept[1]
         last = self._last_pixels
         if last is not None and last[1] == fmt and last[0].shape == picture.shape and np.array_equal(last[0], picture):
             return last[2]
         encoded = render.encode_png(picture) if fmt == "png" else render.encode_jpeg(picture)
         self._last_pixels = (picture.copy(), fmt, encoded)
-        self._encodings[(id(picture), fmt)] = (picture, encoded)  # holding the array keeps its id from reuse
-        while len(self._encodings) > _KEPT_ENCODINGS:
-            self._encodings.popitem(last=False)
+        self._encodings.put((id(picture), fmt), (picture, encoded))
         return encoded
 
     def _set_aspect(self, aspect: float) -> None:
@@ -227,7 +218,7 @@ class MosaicFigure(ipywidgets.VBox):
         rule = (f".{self._size_class}.cnnviz-mosaic-figure {{ aspect-ratio: {aspect:.5f}; height: auto; "
                 f"max-width: calc({_MAX_HEIGHT} * {aspect:.5f}); }}")
         rule += f" .{self._size_class}.cnnviz-mosaic-captions {{ max-width: calc({_MAX_HEIGHT} * {aspect:.5f}); }}"
-        self._size_style.value = f"<style>{THEME_CSS}{_CAPTIONS_CSS}{rule}</style>"
+        self._size_style.value = f"<style>{THEME_CSS}{CAPTIONS_CSS}{rule}</style>"
 
     def highlight(self, index: int | None) -> None:
         """Outline the tile of map `index` (None, or a map this mosaic does not show: no outline).
@@ -357,9 +348,13 @@ class MosaicFigure(ipywidgets.VBox):
 
     # -- clicks ----------------------------------------------------------------------------------------
 
-    def on_tile_click(self, callback: Callable[[int], None]) -> None:
-        """Call `callback(map index)` when a tile is clicked (its index from `mosaic.indices`)."""
-        self._click_callbacks.append(callback)
+    def on_tile_click(self, callback: Callable[[int], None], remove: bool = False) -> None:
+        """Call `callback(map index)` when a tile is clicked (its index from `mosaic.indices`); `remove=True`
+        stops calling it."""
+        if not remove:
+            self._click_callbacks.append(callback)
+        elif callback in self._click_callbacks:
+            self._click_callbacks.remove(callback)
 
     def click_tile(self, row: int, col: int) -> None:
         """What a click in grid cell (row, col) does: call the tile-click callbacks, if a tile is there."""

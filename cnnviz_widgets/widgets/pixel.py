@@ -24,17 +24,10 @@ from cnnviz_widgets.errors import CnnvizError, LayerError
 from cnnviz_widgets.lessons.pixel_breakdown import PixelBreakdown
 from cnnviz_widgets.lessons.receptive_field import ReceptiveField
 from cnnviz_widgets.pictures import render
-from cnnviz_widgets.widgets._common import (
-    WEIGHTS_TRAIT,
-    View,
-    as_state,
-    close_all,
-    colored,
-    format_number,
-    message_line,
-    show_child,
-)
 from cnnviz_widgets.widgets.mosaic import MosaicFigure
+from cnnviz_widgets.widgets.parts import format_number, message_line, show_child
+from cnnviz_widgets.widgets.theme import HIGHLIGHT_COLOR, PAD_RGB
+from cnnviz_widgets.widgets.view import WEIGHTS_TRAIT, View, as_state
 
 MAP_SIDE = 256
 """Longest side, in pixels, of the output map as sent (larger maps are average-pooled; clicks still pick the
@@ -44,15 +37,12 @@ TILE_PX = 72
 each tap is a crisp cell."""
 SIGNED_CMAP = "coolwarm"
 """Patches, kernels and products are signed: diverging map, white = 0, one symmetric range per row."""
-PAD_RGB = (150, 150, 150)
-"""Colour of taps that fall in the zero padding: grey, so they do not pass for a real 0 (white)."""
 MAX_TOP_K = 16
 ZOOM_SIDE = 24
 """A map with more values than this on a side also gets a zoomed crop of ZOOM_SIDE × ZOOM_SIDE values around the
 pick: on a 256-wide map drawn a few hundred pixels wide, one value is a pixel or two, too small to click."""
 _TILE_MAX_PX = 180  # a row of few tiles stops growing here: three 3×3 kernels need not be 500 px each
 _ZOOM_MARGIN = 3  # the crop moves only when the pick comes this close to its edge, so it stays under the mouse
-_MARK_COLOR = "#ff7f0e"  # the selected pixel and the receptive field: orange, like the tile outlines
 _VALUES_UP_TO = 25  # kernels with at most this many taps (5×5) get their numbers in the tooltips
 
 
@@ -86,15 +76,11 @@ class ConvolutionAtPixel(View):
 
     def __init__(self, state_or_model: Any, *, top_k: int = 8, css_class: str = "cnnviz-pixel",
                  width_px: int = 300):
-        self._closed = True  # until fully built: a failed __init__ leaves nothing for close() to do
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise CnnvizError(f"top_k must be an int in 1..{MAX_TOP_K}; got {top_k!r}")
         self.state = as_state(state_or_model)
         self.breakdown: PixelBreakdown | None = None
         self.box: tuple[int, int, int, int] | None = None
-        self.redraws = 0
-        self._drawn_key: tuple | None = None
-        self._picture_keys: dict[str, tuple] = {}  # what each top picture shows, to skip re-rendering it
         with self._computing():
             self._map_shape = self.state.activation().shape[:2]
         self._map_range = (0.0, 1.0)  # the value range the map's colours span (the zoom uses the same)
@@ -128,19 +114,16 @@ class ConvolutionAtPixel(View):
         self.top.add_class(f"{css_class}-top")
         self.details = ipywidgets.VBox([self.patches_figure, self.kernels_figure, self.products_figure,
                                         self.arithmetic])
-        super().__init__([self.heading, self.controls, self.message, self.top, self.details])
-        self.add_class(css_class)
+        super().__init__([self.heading, self.controls, self.message, self.top, self.details], css_class=css_class)
 
-        self.map_figure.image_mark.on_element_click(self._on_map_click)
-        self.zoom_figure.image_mark.on_element_click(self._on_zoom_click)
+        self.on_element_click(self.map_figure.image_mark, self._on_map_click)
+        self.on_element_click(self.zoom_figure.image_mark, self._on_zoom_click)
         for figure in (self.patches_figure, self.kernels_figure, self.products_figure):
-            figure.on_tile_click(self._on_tile_click)
-        self.top_k.observe(self._on_control_change, "value")
-        self.strongest.on_click(self._on_strongest_click)
-        self._redraw_traits = self._state_traits(["layer", "filter", "image", "colormap", "normalization"])
-        self.state.observe(self._on_state_change, self._redraw_traits)
-        self.state.observe(self._on_channel_change, "channel")
-        self._closed = False
+            self.on_tile_click(figure, self._on_tile_click)
+        self.watch(self.top_k, self._on_control_change)
+        self.on_click(self.strongest, self._on_strongest_click)
+        self.follow_state(["layer", "filter", "image", "colormap", "normalization"])
+        self.observe_state(self._on_channel_change, ["channel"])
         self.pick_strongest()
         self.redraw()  # in case the strongest value is at (0, 0), which sets no trait
 
@@ -191,15 +174,7 @@ class ConvolutionAtPixel(View):
         return (s.layer, s.filter, id(s.model_input), s.colormap, s.normalization, self.row, self.col,
                 self.top_k.value, self._weights_version)
 
-    def redraw(self) -> None:
-        """Bring the view up to date with the state, the picked pixel and the controls (only if they changed)."""
-        if self._closed or not self.active:
-            return
-        key = self._key()
-        if key == self._drawn_key:
-            return
-        self._drawn_key = key
-        self.redraws += 1
+    def _draw(self) -> None:
         s = self.state
         self._draw_map()
         self._draw_zoom()
@@ -208,14 +183,14 @@ class ConvolutionAtPixel(View):
         self._draw_field(field, self.box)
         try:
             breakdown = s.pixel_breakdown(self.row, self.col, top_k=self.top_k.value)
-        except LayerError as err:
+        except LayerError as err:  # the map and the field stay: only the breakdown is said instead
             self.breakdown = None
             show_child(self, self.details, False)
-            self.message.value = colored(str(err))
+            self.show_message(str(err))
             self.heading.value = self._heading(None)
             return
         self.breakdown = breakdown
-        self.message.value = ""
+        self.show_message("")
         show_child(self, self.details, True)
         self.heading.value = self._heading(breakdown)
         self._draw_breakdown(breakdown)
@@ -225,8 +200,7 @@ class ConvolutionAtPixel(View):
         height, width = self._map_shape
         # the pick is not part of the pictures: a click moves the outlines and sends no picture
         key = (s.layer, s.filter, id(s.model_input), s.normalization, s.colormap, self._weights_version)
-        if self._picture_keys.get("map") != key:
-            self._picture_keys["map"] = key
+        if self.part_changed("map", key):
             mosaic, ranges = render.render_mosaic(s.activation(), s.normalization, s.colormap, max_side=MAP_SIDE,
                                                   indices=[s.filter])
             self._map_range = (float(ranges[0, 0]), float(ranges[0, 1]))
@@ -269,8 +243,7 @@ class ConvolutionAtPixel(View):
         self._zoom_origin = (y0, x0)
         key = (s.layer, s.filter, id(s.model_input), s.normalization, s.colormap, y0, x0, self._map_range,
                self._weights_version)
-        if self._picture_keys.get("zoom") != key:
-            self._picture_keys["zoom"] = key
+        if self.part_changed("zoom", key):
             crop = s.activation()[y0:y0 + zh, x0:x0 + zw, s.filter]
             mosaic, _ = render.render_mosaic(crop[..., None], cmap=s.colormap, pad=0, value_range=self._map_range)
             title = (f"zoom: rows {y0}–{y0 + zh - 1}, columns {x0}–{x0 + zw - 1} (dashed on the map) · "
@@ -292,8 +265,7 @@ class ConvolutionAtPixel(View):
             title = (f"receptive field in the {width}×{height} input: {full} pixels"
                      + ("" if seen == full else f" ({seen} inside the image)"))
         key = (id(self.state.model_input), title)
-        if self._picture_keys.get("field") != key:
-            self._picture_keys["field"] = key
+        if self.part_changed("field", key):
             self.field_figure.show(render.tile_maps(picture[:, :, None, :]), title=title, fmt="jpeg",
                                    tooltips=["the input picture (at the size fed to the model)"])
         _draw_box(self.field_mark, x0 / width, 1 - y0 / height, x1 / width, 1 - y1 / height)
@@ -388,22 +360,6 @@ class ConvolutionAtPixel(View):
         for figure in (self.patches_figure, self.kernels_figure, self.products_figure):
             figure.highlight(change["new"] if change["new"] in shown else None)
 
-    def close(self) -> None:
-        """Stop observing the state and the controls, and close every part (a second call does nothing)."""
-        if self._closed:
-            return
-        self._closed = True
-        self.state.unobserve(self._on_state_change, self._redraw_traits)
-        self.state.unobserve(self._on_channel_change, "channel")
-        self.top_k.unobserve(self._on_control_change, "value")
-        self.strongest.on_click(self._on_strongest_click, remove=True)
-        self.zoom_figure.image_mark.on_element_click(self._on_zoom_click, remove=True)
-        for figure in (self.map_figure, self.zoom_figure, self.field_figure, self.patches_figure, self.kernels_figure,
-                       self.products_figure):
-            figure.close()
-        super().close()
-        close_all(self)  # and every part, layout, style and scale reachable from here
-
 
 def arithmetic_text(b: PixelBreakdown) -> str:
     """The sum in one line, e.g. "Σ over 64 channels = 12.3 (top 8: 10.0, other 56: 2.29) + bias 0.41 = 12.7
@@ -452,7 +408,7 @@ def tile_caption(channel: int, label: str, n_tiles: int) -> str:
 
 def _outline_mark(figure: MosaicFigure, width: int = 2, style: str = "solid") -> bqplot.Lines:
     """An orange outline over the figure's picture, in its data coordinates ([0, 1] for a one-tile mosaic)."""
-    mark = bqplot.Lines(x=[0.0], y=[0.0], scales=figure.image_mark.scales, colors=[_MARK_COLOR], stroke_width=width,
+    mark = bqplot.Lines(x=[0.0], y=[0.0], scales=figure.image_mark.scales, colors=[HIGHLIGHT_COLOR], stroke_width=width,
                         line_style=style, visible=False, interactions={})
     figure.figure.marks = [*figure.figure.marks, mark]
     return mark

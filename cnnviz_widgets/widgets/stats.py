@@ -19,10 +19,10 @@ import traitlets
 
 from cnnviz_widgets.errors import CnnvizError
 from cnnviz_widgets.lessons.channel_stats import CHANNEL_ORDERS, STATISTICS
-from cnnviz_widgets.widgets._common import View, as_state, close_all, format_number
+from cnnviz_widgets.widgets.parts import format_number
+from cnnviz_widgets.widgets.theme import BAR_COLOR, HIGHLIGHT_COLOR
+from cnnviz_widgets.widgets.view import View, as_state
 
-_BAR_COLOR = "#4c72b0"
-_SELECTED_COLOR = "#ff7f0e"  # the current filter: orange, like the tile outlines
 _MAX_TICKS = 16  # channel labels under the bars; more would overlap
 _WORDS = {
     "max": "largest value",
@@ -61,13 +61,10 @@ class ChannelStats(View):
 
     def __init__(self, state_or_model: Any, *, statistic: str = "max", css_class: str = "cnnviz-channel-stats",
                  width_px: int = 640):
-        self._closed = True  # until fully built: a failed __init__ leaves nothing for close() to do
         if statistic not in STATISTICS:
             raise CnnvizError(f"statistic must be one of {STATISTICS}; got {statistic!r}")
         self.state = as_state(state_or_model)
         self.order: list[int] = []
-        self.redraws = 0
-        self._drawn_key: tuple | None = None
         self._syncing = False
 
         self.statistic_buttons = ipywidgets.ToggleButtons(options=list(STATISTICS), value=statistic,
@@ -79,15 +76,14 @@ class ChannelStats(View):
         # said where the menu is: the one setting also orders the Activations tab's tiles
         self.order_note = ipywidgets.HTML("<small>this order also sorts the Activations tab's tiles</small>")
         self.order_note.add_class(f"{css_class}-order-note")
-        self._links: list[ipywidgets.link] = []
         self.summary = ipywidgets.HTML("")
         self.summary.add_class(f"{css_class}-summary")
 
         self.x_scale = bqplot.OrdinalScale()
         self.y_scale = bqplot.LinearScale()
         self.bars = bqplot.Bars(x=["0"], y=[0.0], scales={"x": self.x_scale, "y": self.y_scale},
-                                colors=[_BAR_COLOR], padding=0.1, interactions={"click": "select", "hover": "tooltip"},
-                                selected_style={"fill": _SELECTED_COLOR},
+                                colors=[BAR_COLOR], padding=0.1, interactions={"click": "select", "hover": "tooltip"},
+                                selected_style={"fill": HIGHLIGHT_COLOR},
                                 unselected_style={}, tooltip=bqplot.Tooltip(fields=["x", "y"],
                                                                               labels=["channel", "value"]))
         # an ordinal axis labels evenly spaced bars when given num_ticks (tick_values are replaced by the domain)
@@ -103,30 +99,24 @@ class ChannelStats(View):
         self.figure.add_class(f"{css_class}-chart")
         controls = ipywidgets.HBox([self.statistic_buttons, self.order_menu, self.order_note])
         controls.add_class("cnnviz-view-controls")
-        super().__init__([controls, self.summary, self.figure],
-                         statistic=statistic)
-        self.add_class(css_class)
+        super().__init__([controls, self.summary, self.figure], css_class=css_class, statistic=statistic)
 
-        self._links = [ipywidgets.link((self.statistic_buttons, "value"), (self, "statistic")),
-                       ipywidgets.link((self.order_menu, "value"), (self.state, "channel_order"))]
+        self.link((self.statistic_buttons, "value"), (self, "statistic"))
+        self.link((self.order_menu, "value"), (self.state, "channel_order"))
         # bqplot's own click interaction selects the bar; its `selected` syncs back: that is the click
-        self.bars.observe(self._on_bar_selected, "selected")
-        self._redraw_traits = self._state_traits(["layer", "image", "channel_order"])
-        self.state.observe(self._on_state_change, self._redraw_traits)
-        self.state.observe(self._on_filter_change, "filter")
-        self._closed = False
+        self.watch(self.bars, self._on_bar_selected, "selected")
+        self.follow_state(["layer", "image", "channel_order"])
+        self.observe_state(self._on_filter_change, ["filter"])
         self.redraw()
 
     # -- drawing ---------------------------------------------------------------------------------------
 
-    def redraw(self) -> None:
-        """Bring the chart up to date with the state and the shown statistic (only if they changed)."""
+    def _key(self) -> tuple:
         s = self.state
-        key = (s.layer, id(s.model_input), s.channel_order, self.statistic, self._weights_version)
-        if self._closed or not self.active or key == self._drawn_key:
-            return
-        self._drawn_key = key
-        self.redraws += 1
+        return (s.layer, id(s.model_input), s.channel_order, self.statistic, self._weights_version)
+
+    def _draw(self) -> None:
+        s = self.state
         stats = s.channel_statistics()
         self.order = s.channel_ranking()
         values = stats[self.statistic][self.order]
@@ -192,19 +182,6 @@ class ChannelStats(View):
         if self._syncing or picked is None or len(picked) == 0:
             return
         self.state.filter = self.order[int(picked[-1])]  # ctrl-click adds bars: the last one counts
-
-    def close(self) -> None:
-        """Stop observing the state, unlink the controls and close every part (a second call does nothing)."""
-        if self._closed:
-            return
-        self._closed = True
-        self.state.unobserve(self._on_state_change, self._redraw_traits)
-        self.state.unobserve(self._on_filter_change, "filter")
-        self.bars.unobserve(self._on_bar_selected, "selected")
-        for link in self._links:
-            link.unlink()
-        super().close()
-        close_all(self)  # the chart, its marks, axes, scales and tooltip, the controls, every layout and style
 
 
 def _above(value: float) -> float:

@@ -13,30 +13,18 @@ from collections import Counter
 from typing import Any
 
 import ipywidgets
-import traitlets
 
 from cnnviz_widgets.state.model_state import ModelState
-from cnnviz_widgets.widgets._common import as_state, close_all
 from cnnviz_widgets.widgets.about import model_line
+from cnnviz_widgets.widgets.theme import SUMMARY_CSS
+from cnnviz_widgets.widgets.view import View, as_state
 
 _ROW_CLASS = "cnnviz-summary-row"
-_CURRENT_STYLE = "info"
-# Monospaced rows so the space-padded columns line up; the button's own CSS centres and ellipsises text.
-_CSS = f"""<style>
-.cnnviz-layer-summary .{_ROW_CLASS}, .cnnviz-layer-summary .cnnviz-summary-head {{
-  font-family: var(--jp-code-font-family, monospace); font-size: 12px; white-space: pre;
-  text-align: left; justify-content: flex-start; padding: 0 6px; margin: 0; line-height: 22px;
-}}
-.cnnviz-layer-summary .{_ROW_CLASS}:disabled {{ opacity: 0.7; cursor: help; }}
-/* the current row in the theme's own colours (the "info" style is white on bright cyan in the dark theme) */
-.cnnviz-layer-summary .{_ROW_CLASS}.mod-{_CURRENT_STYLE} {{
-  background: var(--jp-layout-color3, #e0e0e0); color: var(--jp-ui-font-color0, #000); font-weight: bold;
-  box-shadow: inset 4px 0 var(--jp-brand-color1, #1976d2);
-}}
-</style>"""
+_CURRENT_STYLE = "info"  # restyled in the theme's colours by SUMMARY_CSS
+_CSS = f"<style>{SUMMARY_CSS}</style>"
 
 
-class LayerSummary(ipywidgets.VBox):
+class LayerSummary(View):
     """The layer table of a model: name, type, output shape, parameters; click a row to select that layer.
 
     Parameters
@@ -47,25 +35,23 @@ class LayerSummary(ipywidgets.VBox):
         Added to the root box (browser tests find the view by it).
 
     The "#" column numbers the rows that count as layers (those with parameters: what the 16 of VGG16
-    counts). The current layer's row is highlighted and follows `state.layer`.
+    counts). The current layer's row is highlighted and follows `state.layer`; the output sizes follow the size of
+    the image fed, where the model takes any size.
     """
 
     def __init__(self, state_or_model: Any, *, css_class: str = "cnnviz-layer-summary"):
-        self._closed = True  # until fully built: a failed __init__ leaves nothing for close() (or __del__) to do
         self.state = as_state(state_or_model)
         self.rows = self.state.summary()
         self.restyles = 0
         shown = set(self.state.layers)
-        self._sizes = self._fed_size()
-        texts = _format_rows(self.rows, self._shapes())
-        self.header = ipywidgets.HTML(_CSS + _describe(self.state))
-        self.column_head = ipywidgets.HTML(_head_html(texts[0]))
+        self.header = ipywidgets.HTML("")
+        self.column_head = ipywidgets.HTML("")
         self.buttons: dict[str, ipywidgets.Button] = {}
-        for row, text in zip(self.rows, texts[1:], strict=True):
+        for row in self.rows:
             name = row["name"]
             clickable = name in shown
             button = ipywidgets.Button(
-                description=text, disabled=not clickable,
+                disabled=not clickable,
                 tooltip=f"Show {name}" if clickable else self._why_not(name),
                 layout=ipywidgets.Layout(width="auto", height="22px", margin="0", flex="0 0 auto"),
             )
@@ -76,13 +62,10 @@ class LayerSummary(ipywidgets.VBox):
         self.table = ipywidgets.VBox(list(self.buttons.values()),
                                      layout=ipywidgets.Layout(max_height="440px", overflow="auto"))
         self.totals = ipywidgets.HTML(_totals(self.state, self.rows))
-        super().__init__([self.header, self.column_head, self.table, self.totals])
-        self.add_class(css_class)
+        super().__init__([self.header, self.column_head, self.table, self.totals], css_class=css_class)
         self._current: str | None = None
-        self._restyle(self.state.layer)
-        self.state.observe(self._on_layer_change, names="layer")
-        self.state.observe(self._on_image_change, names="image")
-        self._closed = False
+        self.follow_state(["layer", "image"])
+        self.redraw()
 
     @property
     def current(self) -> str | None:
@@ -109,24 +92,23 @@ class LayerSummary(ipywidgets.VBox):
         """Output shapes for the image fed now where the model takes any size (else the model's own)."""
         if all(self.state.graph.input_shape[:2]):
             return {}
-        return self.state.graph.output_shapes(*self._sizes)
+        return self.state.graph.output_shapes(*self._fed_size())
 
-    def _on_image_change(self, _change: traitlets.Bunch) -> None:
+    def _key(self) -> tuple:
+        return (self.state.layer, self._fed_size())
+
+    def _draw(self) -> None:
         # another image size changes the sizes in the table (and the header's sentence); the same size, nothing
-        self.header.value = _CSS + _describe(self.state)
-        if self._fed_size() == self._sizes:
-            return
-        self._sizes = self._fed_size()
-        texts = _format_rows(self.rows, self._shapes())
-        self.column_head.value = _head_html(texts[0])
-        for button, text in zip(self.buttons.values(), texts[1:], strict=True):
-            button.description = text
+        if self.part_changed("sizes", self._fed_size()):
+            self.header.value = _CSS + _describe(self.state)
+            texts = _format_rows(self.rows, self._shapes())
+            self.column_head.value = _head_html(texts[0])
+            for button, text in zip(self.buttons.values(), texts[1:], strict=True):
+                button.description = text
+        self._restyle(self.state.layer)
 
     def _select(self, name: str) -> None:
         self.state.layer = name
-
-    def _on_layer_change(self, change: traitlets.Bunch) -> None:
-        self._restyle(change["new"])
 
     def _restyle(self, name: str) -> None:
         if name == self._current:
@@ -139,20 +121,6 @@ class LayerSummary(ipywidgets.VBox):
             new.button_style = _CURRENT_STYLE
         self._current = name
         self.restyles += 1
-
-    def close(self) -> None:
-        """Stop following the state and close every part (a second call does nothing)."""
-        if self._closed:
-            return
-        self._closed = True
-        self.state.unobserve(self._on_layer_change, names="layer")
-        self.state.unobserve(self._on_image_change, names="image")
-        for button in self.buttons.values():
-            button.close()
-        for part in (self.table, self.header, self.column_head, self.totals):
-            part.close()
-        super().close()
-        close_all(self)
 
 
 def _format_rows(rows: list[dict], shapes: dict[str, tuple] | None = None) -> list[str]:

@@ -22,55 +22,36 @@ import numpy as np
 from cnnviz_widgets.state.training_state import TrainingState
 from cnnviz_widgets.training.history import TrainingHistory, smooth
 from cnnviz_widgets.training.snapshots import rank_by_change
-from cnnviz_widgets.widgets._common import colored, format_number, show_child, with_classes
 from cnnviz_widgets.widgets.grids import ActivationGrid, WeightGrid
+from cnnviz_widgets.widgets.parts import format_number, message_line, show_child, with_classes
+from cnnviz_widgets.widgets.theme import (
+    BAR_COLOR,
+    RULE_COLOR,
+    SELECTED_STEP_COLOR,
+    TRAIN_COLOR,
+    VALIDATION_COLOR,
+    VIRIDIS_CSS,
+)
+from cnnviz_widgets.widgets.view import View
 
 _CURVE_POINTS = 800  # a curve sends at most this many points per redraw
 STEP_COLUMNS = 20  # the weight distribution shows at most this many kept steps
 DEAD_COLUMNS = 10  # the dead filters: fewer, each is one forward pass (the monitor's cost stays <= 10 % of a fit)
 _MAX_BARS = 64
-# Training and validation apart in colour AND in shape (a line, points): blue and orange stay distinct under
-# the common colour-vision deficiencies.
-TRAIN_COLOR = "#1f77b4"
-VALIDATION_COLOR = "#e66100"
-SELECTED_COLOR = "#e66100"
-_BAR_COLOR = "#4c72b0"
-_VIRIDIS = "#440154, #3b528b, #21918c, #5ec962, #fde725"  # bqplot's "viridis" colour scheme, for CSS
 _CHART_MARGIN = dict(top=16, bottom=60, left=64, right=20)
 
-MONITOR_CSS = """
-.cnnviz-training-monitor .widget-html-content, .cnnviz-training-monitor .widget-label,
-.cnnviz-training-monitor .widget-readout { color: var(--jp-ui-font-color1, #212121); }
-.cnnviz-training-row { flex-wrap: wrap; column-gap: 16px; row-gap: 8px; align-items: flex-start; width: 100%; }
-.cnnviz-training-row > .cnnviz-training-column { flex: 1 1 300px; min-width: 280px; max-width: 640px; }
-.cnnviz-training-row > .cnnviz-training-chart { flex: 1 1 320px; min-width: 300px; max-width: 720px; }
-/* a flex item's least width is its content's by default: a figure drawn wide would then never let its column
-   shrink when the window narrows */
-.cnnviz-training-column > *, .cnnviz-training-chart > *, .cnnviz-training-column .widget-box { min-width: 0; }
-.cnnviz-training-controls { flex-wrap: wrap; column-gap: 16px; row-gap: 4px; align-items: center; }
-.cnnviz-training-controls .jupyter-button { width: auto; min-width: max-content; padding: 0 12px; }
-.cnnviz-training-monitor .widget-readout { overflow: visible; min-width: max-content; }
-.cnnviz-chart-caption .widget-html-content, .cnnviz-training-monitor .cnnviz-mosaic-title .widget-html-content {
-    white-space: normal; line-height: 1.35; }
-.cnnviz-chart-caption { color: var(--jp-ui-font-color2, #616161); }
-.cnnviz-legend-swatch { display: inline-block; width: 18px; height: 0; vertical-align: middle; margin: 0 4px 0 10px; }
-.cnnviz-legend-dot { display: inline-block; width: 8px; height: 8px; border-radius: 50%; vertical-align: middle;
-                     margin: 0 4px 0 10px; }
-.bqplot[class*="cnnviz-"] { --bq-axislabel-fill: var(--jp-ui-font-color1, #212121) !important;
-                            --bq-axis-tick-text-fill: var(--jp-ui-font-color2, #616161) !important;
-                            --bq-axis-path-stroke: var(--jp-ui-font-color2, #616161) !important;
-                            --bq-axis-tick-stroke: var(--jp-ui-font-color2, #616161) !important; }
-"""
-
-
 class FollowsTraining:
-    """Mixin for the grid views: redraw when the state's `version` moves; an error is shown in the view.
+    """Mixin for the grid views: redraw when the state's `version` moves; an error is shown in the view (as in
+    every view) and training goes on.
 
     The side panels of the Explorer's grids (the selected map large, the photo) stay out: the monitor shows
     three pictures side by side and the selection is outlined in each.
     """
 
-    error = ""
+    @property
+    def error(self) -> str:
+        """Why the picture could not be drawn after the last update ("" when it was): the view's `problem`."""
+        return self.problem
 
     def _picture_key(self) -> tuple:
         return (*super()._picture_key(), self.state.version)
@@ -78,17 +59,8 @@ class FollowsTraining:
     def _side_parts(self, css_class: str) -> list[ipywidgets.Widget]:
         return []
 
-    def _draw_side(self) -> None:
+    def _draw_side(self, picture_key: tuple) -> None:
         pass
-
-    def _sync(self) -> None:
-        with self.state.lock:  # the training thread redraws too
-            try:
-                super()._sync()
-                self.error = ""
-            except Exception as err:  # a broken picture must not stop training: say it where the picture was
-                self.error = f"{type(err).__name__}: {err}"
-                self.message.value = colored(f"could not draw: {self.error}", "error")
 
 
 class TrainingWeightGrid(FollowsTraining, WeightGrid):
@@ -149,7 +121,7 @@ def _thin(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return steps[pick], values[pick]
 
 
-class Curves(ipywidgets.VBox):
+class Curves(View):
     """One logged quantity against training step.
 
     Each batch's own value (faint), the same smoothed (exponential moving average, `smooth`), the validation
@@ -164,9 +136,9 @@ class Curves(ipywidgets.VBox):
         self.y_scale = bqplot.LinearScale(allow_padding=False)  # no negative tick under a loss that cannot be
         self._rule_scale = bqplot.LinearScale(min=0.0, max=1.0)
         rule_scales = {"x": self.x_scale, "y": self._rule_scale}
-        self.epoch_rules = bqplot.Lines(x=[[0.0, 0.0]], y=[[0.0, 1.0]], scales=rule_scales, colors=["#9e9e9e"],
+        self.epoch_rules = bqplot.Lines(x=[[0.0, 0.0]], y=[[0.0, 1.0]], scales=rule_scales, colors=[RULE_COLOR],
                                         line_style="dotted", stroke_width=1, visible=False)
-        self.rule = bqplot.Lines(x=[0.0, 0.0], y=[0.0, 1.0], scales=rule_scales, colors=[SELECTED_COLOR],
+        self.rule = bqplot.Lines(x=[0.0, 0.0], y=[0.0, 1.0], scales=rule_scales, colors=[SELECTED_STEP_COLOR],
                                  stroke_width=2, visible=False)
         self.lines: dict[str, bqplot.Lines] = {}
         self.smoothed: dict[str, bqplot.Lines] = {}
@@ -183,8 +155,7 @@ class Curves(ipywidgets.VBox):
         self.figure.add_class(css_class)
         self.legend = with_classes(ipywidgets.HTML(""), "cnnviz-chart-caption", f"{css_class}-legend")
         self.note = with_classes(ipywidgets.HTML(""), "cnnviz-chart-caption", f"{css_class}-note")
-        super().__init__(children=[self.legend, self.figure, self.note])
-        with_classes(self, "cnnviz-training-chart")
+        super().__init__([self.legend, self.figure, self.note], css_class="cnnviz-training-chart")
 
     def update(self, history: TrainingHistory, keys: Sequence[str], step: int | None) -> None:
         """Draw `keys` of `history` (training keys per batch, "val_" keys per epoch); a rule at `step`."""
@@ -238,7 +209,8 @@ class Curves(ipywidgets.VBox):
         if any(k.startswith("val_") for k in keys):
             parts.append(f'<span class="cnnviz-legend-dot" style="background: {VALIDATION_COLOR}"></span>'
                          "validation, at the end of each epoch")
-        parts.append('<span class="cnnviz-legend-swatch" style="border-top: 2px dotted #9e9e9e"></span>epoch ends')
+        parts.append(f'<span class="cnnviz-legend-swatch" style="border-top: 2px dotted {RULE_COLOR}"></span>'
+                     "epoch ends")
         self.legend.value = f"<b>{html.escape(self.quantity)}</b>" + "".join(parts)
         inexact = [k for k in train if not self.exact.get(k, True)]
         note = ("" if not inexact else f"{', '.join(inexact)} is not an average over samples, so each batch's own "
@@ -251,19 +223,18 @@ class Curves(ipywidgets.VBox):
 # -- how each filter moved ----------------------------------------------------------------------------------
 
 
-class _Chart(ipywidgets.VBox):
-    """A chart of the monitor: a failure to draw is said in its message line, and training goes on."""
+class _Chart(View):
+    """A chart of the monitor, drawn from the kept steps; until there is something to draw, a sentence says why."""
 
-    error = ""
+    def _hide(self, hidden: bool) -> None:
+        show_child(self, self.figure, not hidden)
 
-    def _drew(self) -> None:
-        self.message.value = ""
-        self.error = ""
-        show_child(self, self.figure, True)
-
-    def _failed(self, err: Exception) -> None:
-        self.error = f"{type(err).__name__}: {err}"
-        self.message.value = colored(f"could not draw: {self.error}", "error")
+    def _waiting(self) -> str:
+        """Why there is nothing to draw yet ("" when there is something)."""
+        state = self.state
+        if not state.snapshots.steps:
+            return "training has not started"
+        return "" if state.layer_kind() == "conv" else f"{state.layer} has no filters"
 
 
 class ChangeBars(_Chart):
@@ -274,9 +245,8 @@ class ChangeBars(_Chart):
         self.x_scale = bqplot.OrdinalScale()
         self.y_scale = bqplot.LinearScale(min=0.0)
         self.bars = bqplot.Bars(x=["0"], y=[0.0], scales={"x": self.x_scale, "y": self.y_scale},
-                                colors=[_BAR_COLOR], padding=0.15, tooltip=bqplot.Tooltip(
+                                colors=[BAR_COLOR], padding=0.15, tooltip=bqplot.Tooltip(
                                     fields=["x", "y"], labels=["filter", "relative change"], formats=["", ".3~g"]))
-        self.bars.on_element_click(self._on_click)
         self.figure = bqplot.Figure(
             marks=[self.bars],
             axes=[bqplot.Axis(scale=self.x_scale, label="filter, most changed first", grid_lines="none",
@@ -287,37 +257,33 @@ class ChangeBars(_Chart):
             layout=ipywidgets.Layout(width="100%", height="240px"))
         self.figure.add_class("cnnviz-training-change")
         self.title = with_classes(ipywidgets.HTML(""), "cnnviz-chart-caption")
-        self.message = ipywidgets.HTML("")
+        self.message = message_line()
         self.order: list[int] = []
-        super().__init__(children=[self.title, self.message, self.figure])
-        with_classes(self, "cnnviz-training-chart")
+        super().__init__([self.title, self.message, self.figure], css_class="cnnviz-training-chart")
+        self.on_element_click(self.bars, self._on_click)
 
     def redraw(self) -> None:
+        """Draw the bars for the state now (from the training thread too: the guard holds the state's lock)."""
         state = self.state
-        try:
-            with state.lock:
-                steps = state.snapshots.steps
-                if state.layer_kind() != "conv" or not steps:
-                    show_child(self, self.figure, False)
-                    self.title.value = ""
-                    self.message.value = ("training has not started" if not steps
-                                          else f"{html.escape(state.layer)} has no filters")
-                    return
-                change = state.filter_change()
-                until = "now" if state.step is None else f"step {state.step}"
-            self.order = rank_by_change(change)[:_MAX_BARS]
-            names = [str(f) for f in self.order]
-            with self.bars.hold_sync(), self.x_scale.hold_sync():
-                self.x_scale.domain = names  # the axis follows the ranking, not the first drawing's order
-                self.bars.x = names
-                self.bars.y = change[self.order]
-                self.bars.colors = [SELECTED_COLOR if f == state.filter else _BAR_COLOR for f in self.order]
-            self.title.value = (f"<b>How much each {html.escape(state.layer)} filter moved</b> from step {steps[0]} "
-                                f"to {until}: the size of the change of its weights divided by their size at step "
-                                f"{steps[0]}. Filter {state.filter} is orange; click a bar to pick a filter.")
-            self._drew()
-        except Exception as err:  # shown here; training and the other views go on
-            self._failed(err)
+        if self._waiting():
+            self.title.value = ""
+            self.say(self._waiting())
+            return
+        steps = state.snapshots.steps
+        change = state.filter_change()
+        until = "now" if state.step is None else f"step {state.step}"
+        self.order = rank_by_change(change)[:_MAX_BARS]
+        names = [str(f) for f in self.order]
+        with self.bars.hold_sync(), self.x_scale.hold_sync():
+            self.x_scale.domain = names  # the axis follows the ranking, not the first drawing's order
+            self.bars.x = names
+            self.bars.y = change[self.order]
+            self.bars.colors = [SELECTED_STEP_COLOR if f == state.filter else BAR_COLOR for f in self.order]
+        self.title.value = (f"<b>How much each {html.escape(state.layer)} filter moved</b> from step {steps[0]} "
+                            f"to {until}: the size of the change of its weights divided by their size at step "
+                            f"{steps[0]}. Filter {state.filter} is orange; click a bar to pick a filter.")
+        self.show_message("")
+        self._hide(False)
 
     def _on_click(self, _mark: Any, content: dict) -> None:
         index = content.get("data", {}).get("index")
@@ -361,43 +327,35 @@ class StepPicture(_Chart):
         # the colour scale in words under the picture (bqplot's vertical colour axis is too cramped here)
         self.scale_note = with_classes(ipywidgets.HTML(""), "cnnviz-chart-caption", f"{css_class}-scale")
         self.caption = with_classes(ipywidgets.HTML(""), "cnnviz-chart-caption", f"{css_class}-caption")
-        self.message = ipywidgets.HTML("")
-        self._drawn: tuple | None = None
-        super().__init__(children=[self.title, self.message, self.figure, self.scale_note, self.caption])
-        with_classes(self, "cnnviz-training-chart")
+        self.message = message_line()
+        super().__init__([self.title, self.message, self.figure, self.scale_note, self.caption],
+                         css_class="cnnviz-training-chart")
 
     def redraw(self) -> None:
-        state = self.state
-        try:
-            with state.lock:
-                if state.layer_kind() != "conv" or len(state.snapshots.steps) < 1:
-                    show_child(self, self.figure, False)
-                    self.title.value = self.caption.value = ""
-                    self.message.value = ("training has not started" if not state.snapshots.steps
-                                          else f"{html.escape(state.layer)} has no filters")
-                    self._drawn = None
-                    return
-                steps, rows, values, title, caption = self.compute(state)
-            key = (tuple(steps), rows.tobytes(), values.tobytes())
-            if key != self._drawn:
-                x = np.asarray(steps, dtype=float)
-                if len(x) == 1:  # one column still needs a width
-                    x = np.array([x[0] - 0.5, x[0] + 0.5])
-                    values = np.repeat(values, 2, axis=1)
-                with self.heat.hold_sync():
-                    self.heat.x, self.heat.y, self.heat.color = x, np.asarray(rows, dtype=float), values
-                self._drawn = key
-                low = self.color_scale.min if self.color_scale.min is not None else float(values.min())
-                high = self.color_scale.max if self.color_scale.max is not None else float(values.max())
-                self.scale_note.value = (f"{html.escape(self.color_label)}: {format_number(low)} "
-                                         f'<span class="cnnviz-legend-swatch" style="width: 90px; height: 10px; '
-                                         f'border: none; background: linear-gradient(to right, {_VIRIDIS})"></span> '
-                                         f"{format_number(high)}")
-            self.title.value = title
-            self.caption.value = html.escape(caption)
-            self._drew()
-        except Exception as err:  # shown here; training and the other views go on
-            self._failed(err)
+        """Draw the picture for the state now; the heat map is sent again only when its values changed."""
+        if self._waiting():
+            self.title.value = self.caption.value = ""
+            self._forget_drawn()
+            self.say(self._waiting())
+            return
+        steps, rows, values, title, caption = self.compute(self.state)
+        if self.part_changed("heat", (tuple(steps), rows.tobytes(), values.tobytes())):
+            x = np.asarray(steps, dtype=float)
+            if len(x) == 1:  # one column still needs a width
+                x = np.array([x[0] - 0.5, x[0] + 0.5])
+                values = np.repeat(values, 2, axis=1)
+            with self.heat.hold_sync():
+                self.heat.x, self.heat.y, self.heat.color = x, np.asarray(rows, dtype=float), values
+            low = self.color_scale.min if self.color_scale.min is not None else float(values.min())
+            high = self.color_scale.max if self.color_scale.max is not None else float(values.max())
+            self.scale_note.value = (f"{html.escape(self.color_label)}: {format_number(low)} "
+                                     f'<span class="cnnviz-legend-swatch" style="width: 90px; height: 10px; '
+                                     f'border: none; background: linear-gradient(to right, {VIRIDIS_CSS})"></span> '
+                                     f"{format_number(high)}")
+        self.title.value = title
+        self.caption.value = html.escape(caption)
+        self.show_message("")
+        self._hide(False)
 
 
 def weight_distribution_picture(state: TrainingState, bins: int = 30) -> tuple:

@@ -1,14 +1,10 @@
 """`TrainingMonitor`: watch a CNN learn, live in the notebook, and scrub back through training.
 
-The monitor is a Keras callback and a widget. Its views are bound to `monitor.state`, a `TrainingState` on the
-model being trained: the filters at step 0 beside the filters now, the activation maps of one image, how much
-each filter moved, and the loss and metric curves. The callback does the bookkeeping after every batch
-(history, a snapshot every `every` steps) and redraws only when enough wall time has passed, so watching
-costs a small fraction of the fit.
-
-In ipykernel, messages from the browser wait while a cell runs: a `model.fit` in the cell itself blocks the
-controls. `fit_in_background` runs `fit` in a thread, so the cell returns at once and the sliders, the step
-slider and pause / stop work while the network trains.
+The monitor is a widget and a Keras callback (its hooks: `MonitorCallback`). Its views are bound to
+`monitor.state`, a `TrainingState` on the model being trained: the filters at step 0 beside the filters now, the
+activation maps of one image, how much each filter moved, and the loss and metric curves. This module lays them
+out and keeps the controls (layer, channel, filter, image, the step slider and replay, pause and stop) and the
+words around them up to date; `fit_in_background` (`background_fit`) keeps the controls live while it trains.
 
 Importing this module loads Keras (the class is a `keras.callbacks.Callback`); `cnnviz_widgets.widgets`
 imports it only when `TrainingMonitor` or `fit_in_background` is asked for.
@@ -16,14 +12,9 @@ imports it only when `TrainingMonitor` or `fit_in_background` is asked for.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
 import html
-import inspect
 import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import ipywidgets
@@ -33,11 +24,13 @@ import traitlets
 from cnnviz_widgets.errors import CnnvizError
 from cnnviz_widgets.network.backend import keras
 from cnnviz_widgets.state.training_state import TrainingState
-from cnnviz_widgets.training.history import TrainingHistory, metric_counts
+from cnnviz_widgets.training.history import TrainingHistory
 from cnnviz_widgets.training.snapshots import DEFAULT_BUDGET_BYTES, rank_by_change
-from cnnviz_widgets.widgets._common import View, close_all, colored, format_number, with_classes
+from cnnviz_widgets.widgets.monitor_callback import MonitorCallback
+from cnnviz_widgets.widgets.parts import format_number, with_classes
+from cnnviz_widgets.widgets.step_controls import StepControls
+from cnnviz_widgets.widgets.theme import MONITOR_CSS, colored, stylesheet
 from cnnviz_widgets.widgets.training_views import (
-    MONITOR_CSS,
     ChangeBars,
     Curves,
     StepPicture,
@@ -46,31 +39,13 @@ from cnnviz_widgets.widgets.training_views import (
     dead_fraction_picture,
     weight_distribution_picture,
 )
+from cnnviz_widgets.widgets.view import View
 
 _GRID_PX = 280
 _REPLAY_MS = 500  # a replayed step every half second: slow enough to see each picture
 
 
-# -- the monitor --------------------------------------------------------------------------------------------
-
-
-def _guarded(hook: Callable) -> Callable:
-    """A callback hook that shows its error in the monitor instead of ending the fit, and counts its time."""
-
-    @functools.wraps(hook)
-    def run(self: TrainingMonitor, *args: Any, **kwargs: Any) -> None:
-        start, self._waited = time.perf_counter(), 0.0
-        try:
-            hook(self, *args, **kwargs)
-        except Exception as err:
-            self._report(f"{hook.__name__}", err)
-        finally:
-            self.hook_time += time.perf_counter() - start - self._waited  # paused time is not the monitor's cost
-
-    return run
-
-
-class TrainingMonitor(View, keras().callbacks.Callback):
+class TrainingMonitor(View, StepControls, MonitorCallback, keras().callbacks.Callback):
     """A Keras callback that shows a CNN learning: filters, maps and curves, live, with a step slider back.
 
     Parameters
@@ -119,7 +94,8 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         # "step 0 vs now": a second state on the same snapshots, held at the first step, following the selection.
         self._first = TrainingState(model, self._images[0], snapshots=state.snapshots, layer=state.layer,
                                     **{k: v for k, v in state_kwargs.items() if k != "layer"})
-        self._links = [traitlets.link((state, name), (self._first, name)) for name in ("layer", "channel", "filter")]
+        for name in ("layer", "channel", "filter"):
+            self.on_close(traitlets.link((state, name), (self._first, name)).unlink)
         self.logged = TrainingHistory()
         # Set while this code moves the step controls, per thread: the training thread moves them too, and a
         # user's move handled meanwhile in the notebook's thread must not be taken for one of ours.
@@ -146,7 +122,6 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         self._holding = False  # True while a paused fit waits in the callback
         self._stopped_at: int | None = None
         self._ignoring = False
-        self._state_handlers: list[tuple[Callable, list[str]]] = []
 
         self.header = with_classes(ipywidgets.HTML(""), "cnnviz-training-header")
         self.layer_slider = with_classes(ipywidgets.SelectionSlider(
@@ -198,17 +173,18 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         self.now_label = with_classes(ipywidgets.HTML(""), "cnnviz-training-now-label")
         self.activations_label = with_classes(ipywidgets.HTML(""), "cnnviz-training-activations-label")
 
-        self._links += [ipywidgets.link((state, name), (control, "value")) for name, control in (
-            ("layer", self.layer_slider), ("channel", self.channel_slider), ("filter", self.filter_slider))]
-        self._links += [ipywidgets.link((self, "paused"), (self.pause_button, "value")),
-                        ipywidgets.link((self, "smoothing"), (self.smoothing_slider, "value"))]
-        self.stop_button.on_click(lambda _button: self.stop())
-        self.replay.observe(self._on_step_slider, "value")
-        self.image_picker.observe(self._on_image_picked, "value")
-        self.metric_picker.observe(self._on_metric_picked, "value")
-        self._observe_state(self._on_layer_change, ["layer"])
-        self._observe_state(self._on_state_step, ["step"])
-        self._observe_state(self._on_selection, ["filter", "image"])
+        for name, control in (("layer", self.layer_slider), ("channel", self.channel_slider),
+                              ("filter", self.filter_slider)):
+            self.link((state, name), (control, "value"))
+        self.link((self, "paused"), (self.pause_button, "value"))
+        self.link((self, "smoothing"), (self.smoothing_slider, "value"))
+        self.on_click(self.stop_button, self._on_stop_click)
+        self.watch(self.replay, self._on_step_slider)
+        self.watch(self.image_picker, self._on_image_picked)
+        self.watch(self.metric_picker, self._on_metric_picked)
+        self.observe_state(self._on_layer_change, ["layer"])
+        self.observe_state(self._on_state_step, ["step"])
+        self.observe_state(self._on_selection, ["filter", "image"])
 
         def box(kind: type, children: list, css_class: str) -> Any:
             return with_classes(kind(children), css_class)
@@ -226,7 +202,7 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         curves = box(ipywidgets.HBox, [self.loss_curves, self.metric_curves], "cnnviz-training-row")
         changes = box(ipywidgets.HBox, [self.change_bars, self.distribution, self.dead_filters], "cnnviz-training-row")
         super().__init__(children=[
-            ipywidgets.HTML(f"<style>{MONITOR_CSS}</style>", layout=ipywidgets.Layout(display="none")),
+            stylesheet(MONITOR_CSS, "cnnviz-training-stylesheet"),
             self.header, controls, self.error_box,
             _section("What the filters look like, and what they see"), grids,
             _section("How well it learns"), curve_controls, curves,
@@ -279,121 +255,6 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         """Filter indices of `layer`, most changed first."""
         return rank_by_change(self.filter_change(layer))
 
-    def stop(self) -> None:
-        """End training after the current batch; the model keeps the weights it has (and stays usable).
-
-        Once training has ended there is nothing to stop: it does nothing.
-        """
-        if not self.running:
-            return
-        self._stop_asked = True
-        model = self.model
-        if model is not None:
-            model.stop_training = True
-        self._go.set()  # a paused fit wakes up to stop
-        self._draw_header()
-
-    def fit_in_background(self, *args: Any, **kwargs: Any) -> BackgroundFit:
-        """`model.fit(*args, **kwargs)` in a background thread with this monitor among its callbacks.
-
-        The cell returns at once, so the controls stay live while the network trains. verbose defaults to 0.
-        """
-        return fit_in_background(self.state.model, *args, monitor=self, **kwargs)
-
-    # -- Keras callback hooks ----------------------------------------------------------------------------
-
-    @_guarded
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self._ignoring = self.model is not self.state.model
-        if self._ignoring:
-            raise CnnvizError(f"this monitor watches {self.state.model.name!r}; fit was called on "
-                              f"{getattr(self.model, 'name', self.model)!r}: make a TrainingMonitor for that model")
-        self._stop_asked = False
-        self._stopped_at = None
-        self._epochs = (self.params or {}).get("epochs")
-        per_epoch = (self.params or {}).get("steps")
-        self._planned_end = self.seen + self._epochs * per_epoch if self._epochs and per_epoch else None
-        self._started = time.perf_counter()
-        if not self.steps:
-            self.state.snapshots.take(self.seen)  # the weights before any training
-        self.set_trait("running", True)
-        self._redraw()
-
-    @_guarded
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._epoch = int(epoch)
-        self._epoch_start = self.seen
-
-    @_guarded
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self._ignoring:
-            return
-        before, self.seen = self.seen, self._epoch_start + int(batch) + 1
-        self.logged.record(self.seen, logs, batch=int(batch) + 1, counts=metric_counts(self.model))
-        if self.state.snapshots.due(before, self.seen):
-            self.state.snapshots.take(self.seen)
-        paused = not self._go.is_set() and threading.current_thread() is not threading.main_thread()
-        if paused:
-            self.state.snapshots.take(self.seen)  # the step paused at can be come back to
-            self._holding = True
-        if paused or time.perf_counter() >= self._next_redraw:
-            self._redraw()  # paused: every picture, label and the header show the step paused at
-        if paused:
-            waiting = time.perf_counter()
-            self._go.wait()  # paused: only a fit off the main thread can be resumed (the controls are live)
-            self._waited = time.perf_counter() - waiting
-            self._holding = False
-            self._draw_header()
-
-    @_guarded
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self._ignoring:
-            return
-        self.logged.record(self.seen, logs, validation_only=True)
-        self.logged.epoch_ends.append(self.seen)
-        if any(key.startswith("val_") for key in logs or {}):
-            self._draw_curves()  # validation points arrive once per epoch: show them without a full redraw
-            self._draw_header()
-
-    @_guarded
-    def on_train_end(self, logs: dict | None = None) -> None:
-        if self._ignoring:
-            return
-        self.state.snapshots.take(self.seen)
-        self._seconds = time.perf_counter() - self._started
-        if self._stop_asked:
-            self._stopped_at = self.seen
-        self.set_trait("running", False)
-        self.paused = False
-        self._redraw()
-
-    # -- drawing -----------------------------------------------------------------------------------------
-
-    def _redraw(self) -> None:
-        """Show the newest weights, maps and curves (called from the training thread, throttled)."""
-        start = time.perf_counter()
-        with self.state.lock:
-            try:
-                if self._first.step is None and self.steps:
-                    self._first.step = self.steps[0]
-                self._sync_step_controls()
-                self.state.refresh()  # live: the views redraw with the current weights (their version moved)
-                self.first_grid.redraw()  # its step stays, but the colour scale it shares may have grown
-                self._draw_step_words()
-                if len(self.steps) > 1:  # over training: nothing to show before a second step is kept
-                    self._draw_charts()
-            except Exception as err:
-                self._report("redraw", err)
-            self._draw_curves()
-            self._draw_header()
-        cost = time.perf_counter() - start
-        self.redraws += 1
-        self.redraw_time += cost
-        # The less of the last two costs: a drawing that pays one-off costs (the first of a layer, tracing)
-        # does not hold the next ones back for long.
-        self._redraw_costs = [*self._redraw_costs[-1:], cost]
-        self._next_redraw = time.perf_counter() + max(self.redraw_seconds, min(self._redraw_costs) / self.max_overhead)
-
     def _draw_charts(self) -> None:
         for chart in (self.change_bars, self.distribution, self.dead_filters):
             chart.redraw()
@@ -417,7 +278,7 @@ class TrainingMonitor(View, keras().callbacks.Callback):
             self.metric_curves.update(self.logged, [k for k in keys if metric and k.removeprefix("val_") == metric],
                                       self.step)
         except Exception as err:
-            self._report("curves", err)
+            self.report("curves", err)
 
     def _draw_header(self) -> None:
         epochs = f" of {self._epochs}" if self._epochs else ""
@@ -453,67 +314,6 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         self.pause_button.description = "resume" if self.paused else "pause"
         self.pause_button.icon = "play" if self.paused else "pause"
 
-    def _new_step_slider(self, end: int) -> ipywidgets.IntSlider:
-        """A step slider from 0 to `end` (training steps). Its range is set once, when it is made: the front
-        end's keyboard End reaches only the end a slider was drawn with (noUiSlider's updateOptions leaves
-        the range its End key reads), so a longer range gets a new slider (see `_sync_step_controls`)."""
-        slider = with_classes(ipywidgets.IntSlider(value=0, min=0, max=end, description="step", continuous_update=True,
-                                           readout=False, disabled=True, layout=ipywidgets.Layout(width="360px")),
-                      "cnnviz-step-slider")
-        slider.observe(self._on_step_slider, "value")
-        return slider
-
-    def _live_value(self) -> int:
-        """The step slider's value for now: the first step of its grid past the newest kept step (a value off
-        its grid the front end would move onto it, and send back as a pick)."""
-        spacing = self.state.snapshots.spacing
-        steps = self.steps
-        return (steps[-1] // spacing + 1) * spacing if steps else 1
-
-    def _step_slider_end(self) -> int:
-        """Where the step slider ends: the end of the fit under way when Keras says how long it is, else the
-        newest step (doubled ahead while training, so the slider is remade only a few times); on its grid."""
-        spacing = self.state.snapshots.spacing
-        newest = max(self.seen, self._live_value())
-        if not self.running:
-            end = newest
-        elif (self._planned_end or 0) >= newest:
-            end = self._planned_end
-        else:
-            end = self.step_slider.max
-            while end < newest:
-                end *= 2
-        return -(-end // spacing) * spacing
-
-    def _sync_step_controls(self) -> None:
-        """The step slider and replay run over training steps (batches seen); past the newest kept step is now
-        (live). They move by the spacing of the kept steps, and a value between two kept steps shows the
-        nearer one."""
-        steps = self.steps
-        if self.step is not None and self.step not in steps:  # thinned away while shown: the nearest
-            self.step = self.state.snapshots.nearest(self.step)
-        value = self._live_value() if self.step is None else self.step
-        end = self._step_slider_end()
-        self._moving.controls = True
-        try:
-            if end != self.step_slider.max:
-                old, self.step_slider = self.step_slider, self._new_step_slider(end)
-                self._time_controls.children = [self.step_slider if c is old else c
-                                                 for c in self._time_controls.children]
-                old.unobserve(self._on_step_slider, "value")
-                close_all(old)
-            for control in (self.step_slider, self.replay):
-                control.step = self.state.snapshots.spacing
-                control.disabled = not steps
-            self.step_slider.value = value
-            # the replay's range grows before its value moves, and shrinks after: sent together, the front
-            # end applies the value first, clamped to the old range, and sends the clamped one back
-            top = self._live_value()
-            for name in ("max", "value") if top >= self.replay.max else ("value", "max"):
-                setattr(self.replay, name, top if name == "max" else value)
-        finally:
-            self._moving.controls = False
-
     def _draw_step_words(self) -> None:
         steps = self.steps
         first = steps[0] if steps else 0
@@ -529,8 +329,8 @@ class TrainingMonitor(View, keras().callbacks.Callback):
         saved = f" · weights saved at {len(steps)} steps" if steps else ""
         self.step_label.value = shown + saved
 
-    def _report(self, where: str, err: Exception) -> None:
-        """Show an error in the monitor; training goes on."""
+    def report(self, where: str, err: BaseException) -> None:
+        """Say `err` (met in `where`) in the monitor's error box, with the last two before it; training goes on."""
         text = f"{where}: {type(err).__name__}: {err}"
         self.errors.append(text)
         shown = self.errors[-3:]
@@ -597,7 +397,7 @@ class TrainingMonitor(View, keras().callbacks.Callback):
             with self.state.lock:
                 self.state.set_image(self._images[change["new"]])
         except CnnvizError as err:
-            self._report("image", err)
+            self.report("image", err)
 
     def _on_layer_change(self, _change: Any) -> None:
         state = self.state
@@ -614,30 +414,14 @@ class TrainingMonitor(View, keras().callbacks.Callback):
     def _on_selection(self, _change: Any) -> None:
         self._draw_charts()
 
-    def _observe_state(self, handler: Callable, names: list[str]) -> None:
-        self.state.observe(handler, names)
-        self._state_handlers.append((handler, names))
+    def _on_stop_click(self, _button: ipywidgets.Button) -> None:
+        self.stop()
 
     def redraw(self) -> None:
         for view in (self.first_grid, self.weight_grid, self.activation_grid):
             view.redraw()
         self._draw_charts()
         self._draw_curves()
-
-    def close(self) -> None:
-        """Stop observing, unlink the controls and close every widget the monitor made."""
-        if not hasattr(self, "activation_grid"):  # __init__ refused its arguments: nothing was built
-            super().close()
-            return
-        for link in self._links:
-            link.unlink()
-        self._links = []
-        for handler, names in self._state_handlers:
-            self.state.unobserve(handler, names)
-        self._state_handlers.clear()
-        for view in (self.first_grid, self.weight_grid, self.activation_grid):
-            view.close()
-        close_all(self)
 
 
 _WORDS = {"loss": "loss", "accuracy": "accuracy", "acc": "accuracy"}
@@ -665,139 +449,3 @@ def _as_images(image: Any) -> list[Any]:
             raise CnnvizError("image: give an image, a list of images or an (N, H, W, C) array; got an empty list")
         return list(image)
     return [image]
-
-
-# -- training off the notebook's main thread ----------------------------------------------------------------
-
-
-class BackgroundFit:
-    """A `model.fit` running in a background thread (see `fit_in_background`)."""
-
-    def __init__(self, model: Any, args: tuple, kwargs: dict, monitor: TrainingMonitor | None):
-        self.model = model
-        self.monitor = monitor
-        self.history: Any = None
-        self.error: BaseException | None = None
-        self.seconds = 0.0
-        self.thread = threading.Thread(target=self._run, args=(args, kwargs), name="cnnviz-fit", daemon=True)
-        self.thread.start()
-
-    def _run(self, args: tuple, kwargs: dict) -> None:
-        start = time.perf_counter()
-        try:
-            self.history = self.model.fit(*args, **kwargs)
-        except BaseException as err:  # kept for wait(); shown in the monitor
-            self.error = err
-            if self.monitor is not None:
-                self.monitor._report("fit", err)
-        finally:
-            self.seconds = time.perf_counter() - start
-
-    @property
-    def done(self) -> bool:
-        return not self.thread.is_alive()
-
-    def wait(self, timeout: float | None = None) -> Any:
-        """Wait for the fit to end and return its `History` (the fit's error, if it failed).
-
-        In a notebook, prefer ``history = await job``: a cell blocked in `wait()` freezes every widget until
-        training ends (ipykernel reads the browser's messages only between cells), one that awaits does not.
-        """
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            raise TimeoutError(f"training still runs after {timeout} s")
-        if self.error is not None:
-            raise self.error
-        return self.history
-
-    def __await__(self) -> Any:
-        """``history = await job`` in a notebook cell: the cell waits for the end of training while the
-        widgets stay live (ipykernel ≥ 7 handles widget messages while a cell awaits), and the cells queued
-        after it (a "Run All") run once training has ended, in order."""
-        return self._until_done().__await__()
-
-    async def _until_done(self) -> Any:
-        with _widget_replies_finished():
-            while self.thread.is_alive():
-                await asyncio.sleep(0.05)
-        return self.wait()
-
-    def stop(self) -> None:
-        """End training after the current batch."""
-        if self.monitor is not None:
-            self.monitor.stop()
-        else:
-            self.model.stop_training = True
-
-    def __repr__(self) -> str:
-        state = "running" if not self.done else "failed" if self.error is not None else "done"
-        return f"<BackgroundFit {state} {self.seconds:.1f} s>"
-
-
-@contextlib.contextmanager
-def _widget_replies_finished() -> Iterator[None]:
-    """While a cell awaits: say "idle" after each widget message the kernel handles, as it does between cells.
-
-    ipykernel >= 7 handles widget (comm) messages while a cell awaits, but reports no "idle" for them; the
-    ipywidgets front end sends a widget's next change only after the "idle" of its previous one, so without
-    this a control answers once and then waits for the cell to end.
-    """
-    shell = _ipython()
-    kernel = getattr(shell, "kernel", None)
-    handlers = getattr(kernel, "shell_handlers", None)
-    if not isinstance(handlers, dict) or "comm_msg" not in handlers or getattr(kernel, "session", None) is None:
-        yield
-        return
-    original = handlers["comm_msg"]
-
-    def idle(message: Any) -> None:
-        kernel.session.send(kernel.iopub_socket, "status", {"execution_state": "idle"}, parent=message)
-
-    def handle(stream: Any, ident: Any, message: Any) -> Any:
-        try:
-            result = original(stream, ident, message)
-        except BaseException:
-            idle(message)
-            raise
-        if not inspect.isawaitable(result):
-            idle(message)
-            return result
-
-        async def finish() -> Any:
-            try:
-                return await result
-            finally:
-                idle(message)
-
-        return finish()
-
-    handlers["comm_msg"] = handle
-    try:
-        yield
-    finally:
-        handlers["comm_msg"] = original
-
-
-def _ipython() -> Any:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    return get_ipython()
-
-
-def fit_in_background(model: Any, *args: Any, monitor: TrainingMonitor | None = None, **kwargs: Any) -> BackgroundFit:
-    """Run `model.fit(*args, **kwargs)` in a background thread and return at once.
-
-    In a notebook this keeps the widgets' controls live during training (ipykernel handles messages from
-    the browser only between cell executions). `monitor` is added to the callbacks; verbose defaults to 0,
-    as a progress bar printed from another thread lands in whichever cell runs then. Use `.wait()` for the
-    `History`, `.stop()` to end training early.
-    """
-    kwargs.setdefault("verbose", 0)
-    if monitor is not None:
-        callbacks = list(kwargs.get("callbacks") or [])
-        if monitor not in callbacks:
-            callbacks.append(monitor)
-        kwargs["callbacks"] = callbacks
-    return BackgroundFit(model, args, kwargs, monitor)
