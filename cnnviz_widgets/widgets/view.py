@@ -103,13 +103,7 @@ class View(ipywidgets.VBox):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for name, value in list(vars(cls).items()):
-            if name != "redraw" and not name.startswith("_on_"):
-                continue
-            if isinstance(value, traitlets.EventHandler):  # @observe: guard the function it holds
-                value.func = _guarded(value.func)
-            elif callable(value) and not isinstance(value, (staticmethod, classmethod, type)):
-                setattr(cls, name, _guarded(value))
+        _guard_handlers(cls)
 
     def __init__(self, children: Iterable[ipywidgets.Widget] = (), *, css_class: str | None = None,
                  active: bool | None = None, **kwargs: Any):
@@ -351,6 +345,17 @@ def _unobserve(owner: traitlets.HasTraits, handler: Callable, name: str | list[s
         owner.unobserve(handler, name)
 
 
+def _guard_handlers(cls: type) -> None:
+    """Guard `redraw` and every ``_on_*`` handler defined in `cls` (see `_guarded`)."""
+    for name, value in list(vars(cls).items()):
+        if name != "redraw" and not name.startswith("_on_"):
+            continue
+        if isinstance(value, traitlets.EventHandler):  # @observe: guard the function it holds
+            value.func = _guarded(value.func)
+        elif callable(value) and not isinstance(value, (staticmethod, classmethod, type)):
+            setattr(cls, name, _guarded(value))
+
+
 def _parts_with_their_own_close(view: View) -> list[ipywidgets.Widget]:
     """The widgets under `view` (hidden ones included) whose class closes more than the widget itself."""
     found, seen, pending = [], {id(view)}, [*view.children, *hidden_children(view)]
@@ -404,3 +409,6 @@ def _shown_in_view(view: View, method: Callable, args: tuple, kwargs: dict) -> A
         except Exception:  # a view too broken to show its problem must not raise either
             _log.exception("%s could not show its problem", type(view).__name__)
         return None
+
+
+_guard_handlers(View)  # its own redraw and handlers too
