@@ -10,17 +10,19 @@ explanations are kept per input (`lru.LruCache`).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from cnnviz_widgets.attribution import catalogue
+from cnnviz_widgets.attribution.catalogue import METHODS  # noqa: F401  (re-exported: older code imports it here)
 from cnnviz_widgets.attribution.classes import Classifier, Target, TopClasses, find_classifier, output_node
-from cnnviz_widgets.attribution.explanation import METHODS, Explanation
-from cnnviz_widgets.attribution.gradcam import grad_cam
+from cnnviz_widgets.attribution.explanation import Explanation
 from cnnviz_widgets.attribution.gradients import Activations, GradientPaths
-from cnnviz_widgets.attribution.saliency import saliency
+from cnnviz_widgets.attribution.methods import Method, options_key
 from cnnviz_widgets.checks import check_filter, check_int
 from cnnviz_widgets.errors import CnnvizError, LayerError, ModelError
 from cnnviz_widgets.lru import LruCache
@@ -209,40 +211,46 @@ class Explainer:
 
     # -- explanations -----------------------------------------------------------------------------------
 
+    def explain(self, x: np.ndarray, target: Target, method: str = "grad-cam", layer: str | None = None,
+                score: str | None = None, key: str | None = None, **options: Any) -> Explanation:
+        """`method` (a name of `catalogue.METHODS`) on `target` for the prepared input `x` (H, W, C).
+
+        layer : for the CAM methods, the conv layer whose maps are weighed (default: the last conv layer before
+        the target); ignored by the others. score : for a class target, "logit" (default where the model's logit
+        can be reached) or "probability". options : the method's own (`catalogue.method(name).options`).
+        Results are kept per input, target, layer, score and options.
+        """
+        chosen = catalogue.method(method)
+        given = chosen.with_options(options)
+        if chosen.uses_layer:
+            layer = self.default_layer(target) if layer is None else layer
+            node = self.graph.node(layer)
+            if not node.is_map:
+                raise LayerError(f"{layer} ({node.class_name}) has no maps for {chosen.name} to weigh; use a conv "
+                                 "layer")
+            layer = node.name
+        else:
+            layer = None
+        score = self.paths.score_kind(target, score)
+        cache_key = (chosen.name, key or _key(x), target, layer, score, options_key(given))
+        return self._results.get(cache_key, lambda: self._timed(chosen, x, target, layer, score, key, given))
+
     def grad_cam(self, x: np.ndarray, target: Target, layer: str | None = None, score: str | None = None,
                  key: str | None = None) -> Explanation:
-        """Grad-CAM of `target` on the conv `layer` (default: the last conv layer before the target).
-
-        score : for a class target, "logit" (default where the model's logit can be reached) or "probability".
-        """
-        layer = self.default_layer(target) if layer is None else layer
-        node = self.graph.node(layer)
-        if not node.is_map:
-            raise LayerError(f"{layer} ({node.class_name}) has no maps for Grad-CAM to weigh; use a conv layer")
-        score = self.paths.score_kind(target, score)
-        return self._results.get(("grad-cam", key or _key(x), target, node.name, score),
-                                 lambda: self._timed(grad_cam, x, target, node.name, score, key))
+        """`explain(..., method="grad-cam")`."""
+        return self.explain(x, target, "grad-cam", layer=layer, score=score, key=key)
 
     def saliency(self, x: np.ndarray, target: Target, score: str | None = None,
                  key: str | None = None) -> Explanation:
-        """max over channels of |d score / d input| for the prepared input `x` (H, W, C)."""
-        score = self.paths.score_kind(target, score)
-        return self._results.get(("saliency", key or _key(x), target, score),
-                                 lambda: self._timed(saliency, x, target, score, key))
+        """`explain(..., method="saliency")`: max over channels of |d score / d input|."""
+        return self.explain(x, target, "saliency", score=score, key=key)
 
-    def _timed(self, method: Any, x: np.ndarray, *args: Any) -> Explanation:
-        result = method(self.paths, x, *args)
-        self.last_seconds = self.paths.last_seconds
-        return result
-
-    def explain(self, x: np.ndarray, target: Target, method: str = "grad-cam", layer: str | None = None,
-                score: str | None = None, key: str | None = None) -> Explanation:
-        """`grad_cam` or `saliency` by name (METHODS)."""
-        if method == "grad-cam":
-            return self.grad_cam(x, target, layer=layer, score=score, key=key)
-        if method == "saliency":
-            return self.saliency(x, target, score=score, key=key)
-        raise CnnvizError(f"unknown method {method!r}; expected one of {METHODS}")
+    def _timed(self, chosen: Method, x: np.ndarray, target: Target, layer: str | None, score: str,
+               key: str | None, options: dict) -> Explanation:
+        start = time.perf_counter()
+        result = chosen.compute(self.paths, x, target, layer, score, key, **options)
+        self.last_seconds = time.perf_counter() - start
+        return dataclasses.replace(result, seconds=self.last_seconds, options=options)
 
     # -- the gradient pass --------------------------------------------------------------------------------
 

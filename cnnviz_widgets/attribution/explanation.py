@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from cnnviz_widgets.attribution.classes import Target
-
-METHODS = ("grad-cam", "saliency")
-"""The attribution methods, by name (`gradcam`, `saliency`)."""
 
 
 @dataclass(frozen=True, eq=False)
 class Explanation:
     """A map of where in the picture a score comes from.
 
-    method : "grad-cam" or "saliency".
+    method : the method's name (`catalogue.METHODS`).
     target : what is explained; score : "logit", "probability" or "mean activation"; score_value : its value.
     layer : the conv layer whose maps Grad-CAM weighs (saliency: the model input).
     raw : (h, w) float32 >= 0. Grad-CAM: relu(sum_k weights_k A_k) at the layer's resolution; saliency:
         max over the fed channels of |d score / d input|, at the input's resolution.
     heatmap : (H, W) float32 in [0, 1]: `raw` brought to the fed input's size (bilinear, half-pixel centres)
         and scaled by its min..max (all zero when `raw` is flat).
-    weights : (C,) float32, Grad-CAM's per-map weights (mean gradient over each map); None for saliency.
+    weights : (C,) float32, a CAM's per-map weights (Grad-CAM: the mean gradient over each map); None otherwise.
     note : what the user should know (e.g. the map is all zero).
+    attributions : (H, W, C_in) float32, signed, per fed pixel and channel, for the gradient and perturbation
+        methods (saliency: d score / d input); None for the CAMs.
+    delta : a method's own error measure where it has one (Integrated Gradients: how far the attributions'
+        sum is from f(x) - f(baseline)); None otherwise.
+    options : the options the method ran with, defaults included. seconds : how long it took.
     """
 
     method: str
@@ -36,3 +39,7 @@ class Explanation:
     heatmap: np.ndarray
     weights: np.ndarray | None
     note: str = ""
+    attributions: np.ndarray | None = None
+    delta: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0

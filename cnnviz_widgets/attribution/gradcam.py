@@ -11,6 +11,7 @@ from cnnviz_widgets.attribution.classes import Target
 from cnnviz_widgets.attribution.explanation import Explanation
 from cnnviz_widgets.attribution.gradients import GradientPaths
 from cnnviz_widgets.attribution.heatmaps import unit_heatmap
+from cnnviz_widgets.attribution.methods import Method
 
 
 def grad_cam(paths: GradientPaths, x: np.ndarray, target: Target, layer: str, score: str,
@@ -23,3 +24,7 @@ def grad_cam(paths: GradientPaths, x: np.ndarray, target: Target, layer: str, sc
                                      "is negative)")
     return Explanation("grad-cam", target, score, value, layer, raw, unit_heatmap(raw, x.shape[:2]),
                        weights.astype(np.float32), note)
+
+
+GRAD_CAM = Method("grad-cam", "cam", "Where the chosen conv layer sees what raises the score: its maps weighed by "
+                  "the mean gradient of the score over each, summed, negatives dropped.", grad_cam)

@@ -410,11 +410,13 @@ class ModelState(traitlets.HasTraits):
         return explainer.filter_target(self.layer, self.filter)
 
     def explanation(self, method: str = "grad-cam", class_index: int | None = None, layer: str | None = None,
-                    score: str | None = None, of: str | None = None) -> Explanation:
-        """Grad-CAM or saliency (`explanation.METHODS`) of `explain_target(class_index, of)` for the current image.
+                    score: str | None = None, of: str | None = None, **options: Any) -> Explanation:
+        """`method` (`attribution.catalogue.METHODS`) on `explain_target(class_index, of)` for the current image.
 
-        layer : the conv layer Grad-CAM weighs; default the last conv layer (before the explained filter's layer
-        for a filter). score : for a class, "logit" (default where reachable) or "probability".
+        layer : the conv layer a CAM method weighs; default the last conv layer (before the explained filter's
+        layer for a filter). score : for a class, "logit" (default where reachable) or "probability".
+        options : the method's own (`cw.attribution.catalogue.method(name).options`, e.g. ``samples=`` for
+        SmoothGrad); an option the method has not is refused with the list of those it has.
         """
         target = self.explain_target(class_index, of)
         fed = self.model_input.array
@@ -424,7 +426,7 @@ class ModelState(traitlets.HasTraits):
                    "choose a smaller max_side, or a smaller image")
         with self._explaining("Grad-CAM" if method == "grad-cam" else method):
             return self.explainer.explain(self.model_input.array, target, method, layer=layer, score=score,
-                                          key=self._weights_key())
+                                          key=self._weights_key(), **options)
 
     def prepare_image(self, source: Any) -> ModelInput:
         """Another image (anything `load_image` takes, or a sample name) prepared as this model's input."""

@@ -1,0 +1,21 @@
+"""Every attribution method the package has, by name (see `methods.Method`); the one list to add a method to."""
+
+from __future__ import annotations
+
+from cnnviz_widgets.attribution.gradcam import GRAD_CAM
+from cnnviz_widgets.attribution.methods import Method
+from cnnviz_widgets.attribution.saliency import SALIENCY
+from cnnviz_widgets.errors import CnnvizError
+
+CATALOGUE: dict[str, Method] = {m.name: m for m in (GRAD_CAM, SALIENCY)}
+
+METHODS = tuple(CATALOGUE)
+"""The attribution methods' names, in the order a method picker lists them."""
+
+
+def method(name: str) -> Method:
+    """The method called `name` (CnnvizError naming every method for an unknown one)."""
+    try:
+        return CATALOGUE[name]
+    except (KeyError, TypeError):
+        raise CnnvizError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}") from None
