@@ -64,7 +64,7 @@ class StepControls:
                 old, self.step_slider = self.step_slider, self._new_step_slider(end)
                 self._time_controls.children = [self.step_slider if c is old else c
                                                  for c in self._time_controls.children]
-                old.unobserve(self._on_step_slider, "value")
+                self.unwatch(old, self._on_step_slider)
                 close_all(old)
             for control in (self.step_slider, self.replay):
                 control.step = self.state.snapshots.spacing

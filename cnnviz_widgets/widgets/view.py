@@ -2,8 +2,8 @@
 
 - **Observers, released in one place.** `observe_state(handler, names)`, `watch(control, handler)`,
   `link(source, target)`, `on_click(button, handler)`, `on_element_click(mark, handler)` and
-  `on_tile_click(figure, handler)` register what they connect; `close()` undoes all of it, then closes every
-  widget the view holds (a second call does nothing).
+  `on_tile_click(figure, handler)` register what they connect (`unwatch` undoes one early); `close()` undoes all
+  of it, then closes every widget the view holds, hidden parts included (a second call does nothing).
 - **Key → draw.** `redraw()` asks `_key()` what the view would show and calls `_draw()` only when that changed
   (`redraws` counts the draws). A view with several pictures asks `part_changed(name, key)` before each, so a
   picture whose own key did not change is not sent again.
@@ -122,9 +122,9 @@ class View(ipywidgets.VBox):
 
     # -- what the view connects, released by close() ---------------------------------------------------
 
-    def on_close(self, release: Callable[[], Any]) -> None:
-        """Call `release()` when the view closes (after the ones registered later)."""
-        self.__dict__.setdefault("_cnnviz_releases", []).append(release)
+    def on_close(self, release: Callable[[], Any], tag: Hashable = None) -> None:
+        """Call `release()` when the view closes (after the ones registered later); `tag` names it for `unwatch`."""
+        self.__dict__.setdefault("_cnnviz_releases", []).append((tag, release))
 
     def observe_state(self, handler: Callable, names: Iterable[str]) -> None:
         """`state.observe(handler, names)` until the view closes."""
@@ -140,7 +140,14 @@ class View(ipywidgets.VBox):
     def watch(self, owner: traitlets.HasTraits, handler: Callable, name: str | list[str] = "value") -> None:
         """`owner.observe(handler, name)` (a control's value by default) until the view closes."""
         owner.observe(handler, name)
-        self.on_close(lambda: _unobserve(owner, handler, name))
+        self.on_close(lambda: _unobserve(owner, handler, name), tag=(id(owner), handler, str(name)))
+
+    def unwatch(self, owner: traitlets.HasTraits, handler: Callable, name: str | list[str] = "value") -> None:
+        """Undo `watch(owner, handler, name)` now (e.g. for a control the view replaces)."""
+        _unobserve(owner, handler, name)
+        tag = (id(owner), handler, str(name))
+        releases = self.__dict__.get("_cnnviz_releases", [])
+        releases[:] = [(t, release) for t, release in releases if t != tag]
 
     def link(self, source: tuple, target: tuple) -> ipywidgets.link:
         """`ipywidgets.link(source, target)` until the view closes."""
@@ -175,7 +182,7 @@ class View(ipywidgets.VBox):
             return
         self.__dict__["_cnnviz_closed"] = True
         releases = self.__dict__.pop("_cnnviz_releases", [])
-        for release in reversed(releases):
+        for _tag, release in reversed(releases):
             release()
         for part in _parts_with_their_own_close(self):
             part.close()  # a figure's close() reaches marks outside the tree; a nested view releases its own
@@ -341,7 +348,7 @@ class View(ipywidgets.VBox):
 
 
 def _unobserve(owner: traitlets.HasTraits, handler: Callable, name: str | list[str]) -> None:
-    with contextlib.suppress(ValueError):  # already gone (a control the view replaced and released itself)
+    with contextlib.suppress(ValueError):  # already gone: releasing twice is harmless
         owner.unobserve(handler, name)
 
 
