@@ -92,13 +92,14 @@ def bench_forward(model: Any, sides: Sequence[int] = (224, 512), repeats: int = 
     return rows
 
 
-def bench_explorer_new_image(model: Any, side: int = 224, repeats: int = 9) -> Row:
-    """A new image while the Explorer is open ÷ one forward pass, at `side`.
+def bench_explorer_new_image(model: Any, side: int = 224, repeats: int = 15) -> Row:
+    """A new image while the Explorer is open ÷ the same without any view, at `side`.
 
-    "Explorer open": ``state.set_image`` with an Explorer on its first tab (Activations), so its views redraw
-    and encode their pictures, then every conv layer's activations (as in "forward overhead"). "One forward
-    pass" is the faster of a plain ``model(x)`` and our own pass with no view open, timed in turns with it: what
-    the Explorer's pictures cost on top of a pass, whichever pass is quicker on this machine.
+    Both: ``state.set_image`` with a picture never seen, then every conv layer's activations (as in "forward
+    overhead", whose "ours" is one forward pass: ≈ 1.0× a plain ``model(x)``). One state has an Explorer open on
+    its first tab (Activations), so its views also redraw and encode their pictures; the other has no view. The
+    two are timed in turns, and only they: a third function in the turns (a plain ``model(x)``) slowed both
+    baselines by half on this machine, whatever its order.
     """
     from cnnviz_widgets import ModelState
     from cnnviz_widgets.widgets.explorer import Explorer
@@ -107,7 +108,6 @@ def bench_explorer_new_image(model: Any, side: int = 224, repeats: int = 9) -> R
     Explorer(with_views)
     bare = ModelState(model, image=astronaut(), max_side=side)
     case = "{1}×{0}".format(*bare.model_input.array.shape[:2])
-    x = bare.model_input.array[np.newaxis]
     convs = conv_layers(bare)
     fresh = new_pictures(bare.image, 2 * (repeats + 1))
 
@@ -119,13 +119,11 @@ def bench_explorer_new_image(model: Any, side: int = 224, repeats: int = 9) -> R
         return run
 
     samples = time_interleaved({"explorer": new_image(with_views, iter(fresh[::2])),
-                                "bare": new_image(bare, iter(fresh[1::2])),
-                                "plain": lambda: np.asarray(model(x, training=False))}, repeats)
+                                "bare": new_image(bare, iter(fresh[1::2]))}, repeats)
     times = {name: stats(values) for name, values in samples.items()}
-    one_pass = min(times["bare"]["median"], times["plain"]["median"])
-    ratio = times["explorer"]["median"] / one_pass
+    ratio = times["explorer"]["median"] / times["bare"]["median"]
     target, met = at_most(ratio, 1.25)
     return Row("new image, Explorer open", case, ratio, "×", target, met,
-               f"Explorer open {times['explorer']['median'] * 1e3:.0f} ms ÷ one pass: ours with no view "
-               f"{times['bare']['median'] * 1e3:.0f} ms, plain model(x) {times['plain']['median'] * 1e3:.0f} ms",
+               f"Explorer open {times['explorer']['median'] * 1e3:.0f} ms ÷ one pass with no view open "
+               f"{times['bare']['median'] * 1e3:.0f} ms",
                dict(times=times, samples=samples))

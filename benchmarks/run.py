@@ -68,7 +68,7 @@ def run(groups: Sequence[str] = GROUPS, quick: bool = False, model: Any = None,
             rows += import_time.bench_import(repeats=n or 7)
         elif group == "forward":
             rows += forward.bench_forward(the_model(), repeats=n or 7, naive_repeats=n or 3)
-            rows.append(forward.bench_explorer_new_image(the_model(), repeats=n or 9))
+            rows.append(forward.bench_explorer_new_image(the_model(), repeats=n or 15))
         elif group == "widgets":
             rows += widgets.bench_widgets(the_model(), repeats=n or 40)
         elif group == "scaling":

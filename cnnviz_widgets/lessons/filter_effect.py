@@ -258,6 +258,7 @@ def break_down_filter(previous: np.ndarray, kernel: np.ndarray, bias: np.ndarray
         values = contribution[list(shown)]
         ranks = tuple(int(position[c]) for c in shown)
         partials = compute(np.take(prev, list(shown), axis=2), np.take(ker, list(shown), axis=2), f, **geometry)
+        previous_maps = np.take(prev, list(shown), axis=2)
     else:
         ranker = ChannelRanker(prev, ker, f, geometry)
         if channels is None:
@@ -266,13 +267,15 @@ def break_down_filter(previous: np.ndarray, kernel: np.ndarray, bias: np.ndarray
         ranks = tuple(ranker.rank(c) for c in shown)
         partials = np.stack([ranker.partial(c) for c in shown], axis=-1)
         total = filter_total(ranker.prepared.first, ker, f, geometry)
+        # The ranker's channels-first copy gives the shown maps without a strided gather over every channel.
+        previous_maps = np.moveaxis(ranker.prepared.first[list(shown)], 0, -1)
     picked = list(shown)
     rest = (total - partials.sum(axis=2, dtype=np.float64)).astype(np.float32)
     pre = (total + b).astype(np.float32)
     act = activation_name(activation)
     out = apply_activation(pre, act)
     return FilterBreakdown(
-        filter=f, channels=tuple(shown), previous_maps=np.take(prev, picked, axis=2),
+        filter=f, channels=tuple(shown), previous_maps=previous_maps,
         kernels=np.ascontiguousarray(np.take(ker[:, :, :, f], picked, axis=2)), partials=partials, rest=rest,
         bias=b, pre_activation=pre, activation=act, activation_reproduced=out is not None,
         output=pre if out is None else out, n_channels=n, shown_contribution=values, shown_rank=ranks,
