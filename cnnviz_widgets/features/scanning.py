@@ -23,12 +23,12 @@ import numpy as np
 from cnnviz_widgets.checks import check_positive
 from cnnviz_widgets.errors import CnnvizError, LayerError
 from cnnviz_widgets.features.examples import TopExamples, cache_dir, weights_key
-from cnnviz_widgets.features.progress import cancelled, progress_bar
 from cnnviz_widgets.features.sources import ImageSource
 from cnnviz_widgets.lessons.receptive_field import receptive_field
 from cnnviz_widgets.network.feed import ModelFeed
 from cnnviz_widgets.network.memory import check_fits
 from cnnviz_widgets.pictures.preprocessing import preprocess_name
+from cnnviz_widgets.progress import cancelled, progress_bar
 
 
 def scan_layers(state: ModelFeed, layers: Sequence[str] | None) -> list[str]:

@@ -27,10 +27,10 @@ import numpy as np
 from cnnviz_widgets.checks import check_filter, check_int, check_positive, is_int
 from cnnviz_widgets.errors import CnnvizError, LayerError
 from cnnviz_widgets.features.examples import cache_dir, weights_key
-from cnnviz_widgets.features.progress import cancelled, progress_bar
 from cnnviz_widgets.lessons.receptive_field import receptive_field
 from cnnviz_widgets.network.feed import ModelFeed
 from cnnviz_widgets.pictures.preprocessing import preprocess_name, scale_rgb
+from cnnviz_widgets.progress import cancelled, progress_bar
 
 OBJECTIVES = ("channel", "neuron")
 """What is maximised: "channel", the filter's mean pre-activation over its whole map (Lucid's channel objective,
