@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from cnnviz_widgets.attribution.gradcam import GRAD_CAM
+from cnnviz_widgets.attribution.gradcam import GRAD_CAM, GRAD_CAM_PLUS_PLUS, LAYER_CAM
 from cnnviz_widgets.attribution.methods import Method
 from cnnviz_widgets.attribution.saliency import SALIENCY
+from cnnviz_widgets.attribution.scorecam import SCORE_CAM
 from cnnviz_widgets.errors import CnnvizError
 
-CATALOGUE: dict[str, Method] = {m.name: m for m in (GRAD_CAM, SALIENCY)}
+CATALOGUE: dict[str, Method] = {m.name: m for m in (GRAD_CAM, SALIENCY, GRAD_CAM_PLUS_PLUS, LAYER_CAM, SCORE_CAM)}
 
 METHODS = tuple(CATALOGUE)
 """The attribution methods' names, in the order a method picker lists them."""
