@@ -54,7 +54,7 @@ def score_cam(paths: GradientPaths, x: np.ndarray, target: Target, layer: str, s
     height, width, channels = x.shape
     facts = memory.memory_facts()
     per_input = _bytes_per_input(paths, source, (height, width, channels))
-    budget, _ = memory.cache_budget(facts)
+    budget = min(memory.cache_budget(facts)[0], facts.available)  # the cache's share of what is left
     batch = int(max(1, min(MAX_BATCH, len(chosen), budget // per_input)))
     memory.check_fits(batch * per_input, f"Score-CAM on a {width}×{height} input ({batch} masked input"
                       f"{'s' if batch > 1 else ''} at a time)", "choose a smaller max_side, or a smaller image", facts)
