@@ -2,7 +2,9 @@
 
 `scan.top_examples` and `maximization.maximize` need a model with its layer graph, the way a picture becomes
 its input, and the activation extractor; `ModelState` implements all of it, and a test (or another front end)
-can pass any object that does. The core reads nothing private of what it is given.
+can pass any object that does. The core reads nothing private of what it is given. `ExplainedFeed` adds the
+current picture and its explanations, for what evaluates attribution maps (`attribution.sanity`,
+`attribution.faithfulness`).
 """
 
 from __future__ import annotations
@@ -46,3 +48,18 @@ class ModelFeed(Protocol):
     def previous_layer(self, layer: str | None = None) -> str: ...
 
     def weights(self, layer: str | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class ExplainedFeed(ModelFeed, Protocol):
+    """A `ModelFeed` with a current picture and its attribution maps (`ModelState` is one)."""
+
+    @property
+    def model_input(self) -> ModelInput:
+        """The current picture as the model's input (`array`: (H, W, C) float32)."""
+
+    def explain_target(self, class_index: int | None = None, of: str | None = None) -> Any:
+        """What the maps explain (an `attribution.classes.Target`): a class, or the current filter."""
+
+    def explanation(self, method: str = "grad-cam", class_index: int | None = None, layer: str | None = None,
+                    score: str | None = None, of: str | None = None, **options: Any) -> Any:
+        """`method`'s map (an `attribution.explanation.Explanation`) of `explain_target` for the current picture."""
