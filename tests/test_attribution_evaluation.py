@@ -107,6 +107,30 @@ def test_edges_survive_randomisation_and_grad_cam_does_not(edge_state, edge_mode
     np.testing.assert_array_equal(edge_state.explanation("grad-cam").heatmap, cam_before)
 
 
+def test_the_randomised_network_is_what_a_copy_with_those_weights_computes(edge_state, edge_model, k, monkeypatch):
+    drawn, redrawn = {}, sanity.redrawn
+
+    def recorded(layer, variable, seed):
+        drawn[variable.path] = value = np.asarray(redrawn(layer, variable, seed))
+        return value
+
+    monkeypatch.setattr(sanity, "redrawn", recorded)
+    report = sanity_check(edge_state, ["grad-cam", "saliency"], layers=["logits", "conv3"], seed=7)
+    copy = k.models.clone_model(edge_model)
+    copy.set_weights([drawn.get(v.path, np.asarray(v.numpy())) for v in edge_model.weights])
+    assert len(drawn) == 4  # two kernels, two biases
+    copied = ModelState(copy, image=edge_state.image, preprocess="unit")
+    for method in report.methods:
+        np.testing.assert_allclose(copied.explanation(method, report.target.index).heatmap, report.maps[method][1],
+                                   atol=1e-6)
+
+
+def test_a_filter_target_randomises_only_the_layers_under_it(tiny_model, rng):
+    state = ModelState(tiny_model, image=rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), layer="conv_b")
+    report = sanity_check(state, ["saliency"], of="filter")
+    assert report.target == cw.Target("filter", 0, "conv_b") and report.layers == ("conv_b", "conv_a")
+
+
 def test_the_report_keeps_maps_times_and_how(edge_state):
     report = sanity_check(edge_state, "saliency", layers=["logits", "conv3"], seed=4)
     assert isinstance(report, SanityReport) and report.methods == ("saliency",)
