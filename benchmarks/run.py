@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import attribution
 import browser
 import forward
 import import_time
@@ -35,7 +36,7 @@ import widgets
 from harness import RESULTS, Row, format_table, load_vgg16, machine, print_result, write_json
 
 GROUPS = ("import", "forward", "widgets", "scaling", "limit", "memory", "binder", "browser", "training",
-          "interactive", "looksfor")
+          "interactive", "looksfor", "attribution")
 
 
 def run(groups: Sequence[str] = GROUPS, quick: bool = False, model: Any = None,
@@ -87,6 +88,8 @@ def run(groups: Sequence[str] = GROUPS, quick: bool = False, model: Any = None,
             rows += [Row(**row) for row in interactive.bench_interactive(model, quick=quick)]
         elif group == "looksfor":  # issue 15's scan and maximize
             rows += [Row(**row) for row in looksfor.bench_looksfor(model, quick=quick)]
+        elif group == "attribution":  # issue 21's CAMs against tf-keras-vis
+            rows += [Row(**row) for row in attribution.bench_attribution(the_model(), quick=quick)]
         seconds[group] = time.perf_counter() - t0
     return dict(machine=machine(), load_average_before=load_before, load_average_after=os.getloadavg(),
                 seconds=seconds, elapsed_s=time.perf_counter() - started, quick=quick,

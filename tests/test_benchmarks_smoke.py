@@ -179,3 +179,20 @@ def test_each_module_imports_alone_and_none_imports_run_py():
         code = f"import sys, {path.stem}; assert 'run' not in sys.modules, sorted(sys.modules)"
         out = subprocess.run([sys.executable, "-c", code], cwd=RUN_PY.parent, capture_output=True, text=True)
         assert out.returncode == 0, f"{path.name}: {out.stderr[-1500:]}"
+
+
+def test_attribution_rows(bench, tiny_fcn):
+    """Group "attribution": Grad-CAM++, LayerCAM and Score-CAM against tf-keras-vis, one row each."""
+    pytest.importorskip("tf_keras_vis")
+    sys.path.insert(0, str(RUN_PY.parent))
+    import attribution
+
+    assert "attribution" in bench.run.GROUPS
+    rows = [bench.harness.Row(**row) for row in attribution.bench_cams(tiny_fcn, side=32, repeats=1,
+                                                                        score_repeats=1, max_n=2)]
+    _check_rows(bench, rows, {"CAM vs tf-keras-vis"})
+    assert [row.case.split(",")[0] for row in rows] == ["Grad-CAM++", "LayerCAM", "Score-CAM"]
+    assert [row.target for row in rows] == ["≥ 3", "≥ 3", "≥ 1.5"]
+    for row in rows:
+        assert row.extra["ours"]["n"] == row.extra["theirs"]["n"] == 1
+        assert row.value == pytest.approx(row.extra["theirs"]["median"] / row.extra["ours"]["median"])
