@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from cnnviz_widgets.attribution.gradcam import GRAD_CAM, GRAD_CAM_PLUS_PLUS, LAYER_CAM
+from cnnviz_widgets.attribution.guided import GUIDED_BACKPROP, GUIDED_GRAD_CAM
+from cnnviz_widgets.attribution.integrated import INTEGRATED_GRADIENTS
 from cnnviz_widgets.attribution.methods import Method
-from cnnviz_widgets.attribution.saliency import SALIENCY
+from cnnviz_widgets.attribution.occlusion import OCCLUSION
+from cnnviz_widgets.attribution.saliency import INPUT_X_GRADIENT, SALIENCY
 from cnnviz_widgets.attribution.scorecam import SCORE_CAM
+from cnnviz_widgets.attribution.smoothgrad import SMOOTHGRAD, VARGRAD
 from cnnviz_widgets.errors import CnnvizError
 
-CATALOGUE: dict[str, Method] = {m.name: m for m in (GRAD_CAM, SALIENCY, GRAD_CAM_PLUS_PLUS, LAYER_CAM, SCORE_CAM)}
+CATALOGUE: dict[str, Method] = {m.name: m for m in (GRAD_CAM, SALIENCY, GRAD_CAM_PLUS_PLUS, LAYER_CAM, SCORE_CAM,
+                                                    SMOOTHGRAD, VARGRAD, INPUT_X_GRADIENT, INTEGRATED_GRADIENTS,
+                                                    GUIDED_BACKPROP, GUIDED_GRAD_CAM, OCCLUSION)}
 
 METHODS = tuple(CATALOGUE)
 """The attribution methods' names, in the order a method picker lists them."""

@@ -6,21 +6,30 @@ Three paths, tried in this order: from the layer's cached maps through the layer
 (`network.segments`); for the input, back through cached plain conv and pooling layers with TensorFlow's own
 gradient ops (`back_through`), without a forward pass; and the whole network from the input. A filter target
 on a plain Conv2D layer computes that one filter, not the whole layer. The methods (`gradcam`, `saliency`)
-turn these gradients into maps. TensorFlow is imported inside functions, after `network.backend.keras()`.
+turn these gradients into maps. The methods of many inputs (SmoothGrad's noisy copies, Integrated Gradients'
+path, occlusion's occluded copies) run them as batches through the whole network (`input_gradients`,
+`input_scores`, `input_batches`), each batch sized from the memory budget (`batch_size`, `network.memory`).
+TensorFlow is imported inside functions, after `network.backend.keras()`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from cnnviz_widgets.attribution.classes import SCORES, Classifier, Target, layer_activation_name
 from cnnviz_widgets.errors import CnnvizError, LayerError
+from cnnviz_widgets.network import memory
 from cnnviz_widgets.network.backend import keras
 from cnnviz_widgets.network.graph import ModelGraph
+from cnnviz_widgets.pictures.preprocessing import Preprocess
+from cnnviz_widgets.progress import cancelled, progress_bar
+
+MAX_BATCH = 32
+"""The most inputs one batched pass runs at once (more gains nothing on a CPU and only holds memory)."""
 
 Activations = Callable[[np.ndarray, str | None, str], np.ndarray | None]
 """(x, key, layer) -> that layer's (H, W, C) output for the input, or None where it is not at hand."""
@@ -35,6 +44,8 @@ class GradientPaths:
 
     `passes` counts gradient passes, `passes_from_input` those that ran the network from its input (no cached
     layer used); `last_seconds` is the latest one's time. `reuse` False: always the whole network (benchmarks).
+    `preprocessing` is how a picture becomes the model's input (`pictures.preprocessing`), for the baselines
+    that are pictures (a black picture's fed value); None: the input is the picture's values as they are.
     """
 
     def __init__(self, graph: ModelGraph, activations: Activations | None, classifier: Callable[[], Classifier]):
@@ -45,6 +56,7 @@ class GradientPaths:
         self.passes = 0
         self.passes_from_input = 0
         self.last_seconds = 0.0
+        self.preprocessing: Preprocess = None
 
     def score_kind(self, target: Target, score: str | None) -> str:
         """The score a target is explained by: `score` checked, or the default for the target."""
@@ -211,19 +223,109 @@ class GradientPaths:
         return np.asarray(maps)[0], np.asarray(grads)[0], float(value)
 
     def _score(self, values: Any, target: Target, score: str) -> Any:
+        return self.scores(values[:1], target, score)[0]
+
+    # -- many inputs at once ----------------------------------------------------------------------------
+
+    def score_source(self, target: Target, score: str) -> str:
+        """The layer whose output (n, ...) `scores` turns into the score."""
+        return self._source(target, score)
+
+    def scores(self, values: Any, target: Target, score: str) -> Any:
+        """(n,) tensor: the score of each of n inputs, from `score_source`'s output (n, ...) for them."""
         import tensorflow as tf
 
         if target.kind == "filter":
-            return tf.reduce_mean(values[0, ..., target.index])
+            return tf.reduce_mean(values[..., target.index], axis=(1, 2))
         classifier = self.classifier()
         if score == "logit" and classifier.logit == "dense":
             dense = self.graph.node(classifier.layer).layer
             column = tf.convert_to_tensor(dense.kernel)[:, target.index]
-            logit = tf.tensordot(values[0], column, axes=1)
+            logit = tf.tensordot(values, column, axes=1)
             return logit + tf.convert_to_tensor(dense.bias)[target.index] if dense.use_bias else logit
         if score == "probability" and classifier.activation not in ("softmax", "sigmoid"):
-            return tf.nn.softmax(values[0])[target.index]
-        return values[0, target.index]
+            return tf.nn.softmax(values)[:, target.index]
+        return values[:, target.index]
+
+    def input_gradients(self, xs: np.ndarray, target: Target, score: str) -> tuple[np.ndarray, np.ndarray]:
+        """(d score / d input (n, H, W, C) float32, scores (n,) float64) for n prepared inputs `xs`, in one pass
+        of the whole network from its input (no cache: these inputs are new). Each input's gradient is its own
+        score's (the n scores are summed, and no layer mixes the inputs of a batch at inference)."""
+        import tensorflow as tf
+
+        model = self.graph.segments.model(None, self._source(target, score), name="cnnviz_input_gradients")
+        fed = tf.constant(np.asarray(xs, dtype=np.float32))
+        start = time.perf_counter()
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(fed)
+            values = self.scores(model(fed, training=False), target, score)
+            total = tf.reduce_sum(values)
+        grads = tape.gradient(total, fed)
+        self.passes += 1
+        self.passes_from_input += 1
+        self.last_seconds = time.perf_counter() - start
+        if grads is None:
+            what = target.words(self.classifier() if target.kind == "class" else None)
+            raise LayerError(f"the score of {what} does not depend on the input")
+        return np.asarray(grads, dtype=np.float32), np.asarray(values, dtype=np.float64)
+
+    def input_scores(self, xs: np.ndarray, target: Target, score: str) -> np.ndarray:
+        """(n,) float64: the score of each of n prepared inputs `xs` (n, H, W, C), forward only."""
+        model = self.graph.segments.model(None, self._source(target, score), name="cnnviz_input_gradients")
+        values = self.scores(model(np.asarray(xs, dtype=np.float32), training=False), target, score)
+        return np.asarray(values, dtype=np.float64)
+
+    def bytes_per_input(self, shape: tuple[int, int, int], gradients: bool = True) -> int:
+        """Bytes one input of `shape` (H, W, C) takes in a batched pass: every layer's output (a forward pass
+        holds at most these), three times over for a gradient pass (the outputs kept for the way back and a
+        gradient of each, as `ModelState.explanation` counts), and the input itself twice."""
+        height, width, channels = (int(d) for d in shape)
+        outputs = self.graph.output_shapes(height, width)
+        total = sum(int(np.prod(out, dtype=np.int64)) * 4 for out in outputs.values())
+        return (3 if gradients else 1) * total + 2 * height * width * channels * 4
+
+    def batch_size(self, shape: tuple[int, int, int], wanted: int, what: str, gradients: bool = True) -> int:
+        """How many inputs of `shape` to run at once: at most `wanted` and `MAX_BATCH`, and what the share of the
+        memory left that the activation cache may take (`memory.CACHE_SHARE`) holds. MemoryBudgetError, before
+        anything runs, when that many (at least one) would not fit in the memory left; `what` names the step."""
+        facts = memory.memory_facts()
+        per_input = self.bytes_per_input(shape, gradients)
+        batch = int(max(1, min(wanted, MAX_BATCH, facts.available * memory.CACHE_SHARE // max(1, per_input))))
+        height, width = shape[:2]
+        memory.check_fits(batch * per_input, f"{what} on a {width}×{height} input ({batch} input"
+                          f"{'s' if batch > 1 else ''} at a time)", "choose a smaller max_side, or a smaller image",
+                          facts)
+        return batch
+
+
+def input_batches(paths: GradientPaths, shape: tuple[int, int, int], count: int,
+                  make: Callable[[int, int], np.ndarray], target: Target, score: str, what: str, *,
+                  unit: str = "input", gradients: bool = True, progress: Any = False,
+                  cancel: Any = None) -> Iterator[tuple[int, np.ndarray | None, np.ndarray]]:
+    """Run `count` inputs of `shape` (H, W, C), made batch by batch by make(start, stop) -> (stop - start, H, W,
+    C), in order (a maker may draw random numbers), through the model.
+
+    Yields (start, d score / d inputs (n, H, W, C) float32 or None where `gradients` is False, scores (n,)).
+    Batches are sized by `GradientPaths.batch_size` (MemoryBudgetError before the first when none fits).
+    progress : True (a tqdm bar), a callable progress(done, total), or False. cancel : a `threading.Event` or a
+    function returning True to stop: CnnvizError, saying how far it got (the caller keeps nothing).
+    """
+    batch = paths.batch_size(shape, count, what, gradients)
+    update, close = progress_bar(progress, count, 0, unit=unit, what=what)
+    try:
+        for start in range(0, count, batch):
+            if cancelled(cancel):
+                raise CnnvizError(f"{what} was cancelled after {start} of {count} {unit}s; nothing is kept")
+            stop = min(count, start + batch)
+            xs = make(start, stop)
+            if gradients:
+                grads, values = paths.input_gradients(xs, target, score)
+            else:
+                grads, values = None, paths.input_scores(xs, target, score)
+            yield start, grads, values
+            update(stop)
+    finally:
+        close()
 
 
 PLAIN_LAYERS = ("Conv2D", "MaxPooling2D", "AveragePooling2D")

@@ -1,4 +1,11 @@
-"""Gradient saliency (Simonyan et al. 2013): |d score / d input|, the largest over the fed channels."""
+"""Gradient saliency (Simonyan et al. 2013): |d score / d input|, the largest over the fed channels; and
+input x gradient (Shrikumar et al. 2016): the fed input times that gradient, per pixel and channel.
+
+Input x gradient is the first-order share of each fed value in the score, measured from a fed 0: its `raw` is
+the sum over the channels (signed; Integrated Gradients with a fed-0 baseline on a linear model gives the same).
+A fed 0 is not a black picture under most preprocessings (caffe: the mean colour), which Integrated Gradients'
+"black" baseline accounts for.
+"""
 
 from __future__ import annotations
 
@@ -23,3 +30,18 @@ def saliency(paths: GradientPaths, x: np.ndarray, target: Target, layer: str | N
 
 SALIENCY = Method("saliency", "gradient", "Which input pixels the score is most sensitive to: the size of the "
                   "score's gradient at each pixel, the largest over the colour channels.", saliency)
+
+
+def input_x_gradient(paths: GradientPaths, x: np.ndarray, target: Target, layer: str | None, score: str,
+                     key: str | None = None) -> Explanation:
+    """x * d score / d x for the prepared input `x` (H, W, C), per pixel and channel; raw: its sum over channels."""
+    fed, grads, value = paths.gradients(x, target, score, None, key)
+    attributions = (np.asarray(fed, dtype=np.float32) * grads).astype(np.float32)
+    raw = attributions.sum(axis=2)
+    note = "" if np.any(raw) else "all zero: this score does not change with any input pixel that is not 0"
+    return Explanation("input-x-gradient", target, score, value, paths.graph.input_name, raw,
+                       unit_heatmap(raw, raw.shape), None, note, attributions=attributions)
+
+
+INPUT_X_GRADIENT = Method("input-x-gradient", "gradient", "How much each pixel's value pushes the score up or down: "
+                          "the value fed to the network times the score's gradient there.", input_x_gradient)
