@@ -7,10 +7,12 @@ way: sharp, picture-like edges. It is computed by running the model's own layers
 (`guided_relus`): for the length of one gradient pass each ReLU (a layer whose activation is "relu", a `ReLU`
 layer) is replaced by a function that gives the same values and, on the way back, differentiates the original
 activation against the positive part of the incoming gradient, relu(dy) (tf.custom_gradient; for a plain ReLU
-that is tf-keras-vis' rule dy * (dy > 0) * (x > 0)). The originals are put back at once, under a lock; the
-forward values never change, so a pass running beside it reads the same numbers. tf-keras-vis does the same on
-a clone of the model (its `GuidedBackpropagation` modifier), Captum with backward hooks on `nn.ReLU` modules. A
-ReLU written as a raw op (keras.ops.relu between layers) is not a layer and stays plain.
+that is tf-keras-vis' rule dy * (dy > 0) * (x > 0)). The originals are put back as soon as the pass ends, and
+one guided pass runs at a time (a lock). The forward values never change, so a forward pass running beside it
+(the extractor's) reads the same numbers; a gradient pass of another thread at that moment would be guided too.
+tf-keras-vis does the same on a clone of the model (its `GuidedBackpropagation` modifier: a second copy of the
+weights), Captum with backward hooks on `nn.ReLU` modules. A ReLU written as a raw op (keras.ops.relu between
+layers) is not a layer and stays plain; so do other activations (Captum and tf-keras-vis guide ReLUs only).
 
 Guided Grad-CAM (Captum's definition) = Guided Backpropagation x Grad-CAM brought to the input's size, per
 pixel and channel. Grad-CAM is upsampled bilinearly with half-pixel centres, as the paper's authors and this
