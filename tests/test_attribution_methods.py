@@ -44,3 +44,13 @@ def test_saliency_carries_signed_attributions_and_its_time(state):
     assert result.seconds > 0 and result.options == {}
     cam = state.explanation("grad-cam")
     assert cam.attributions is None and cam.weights is not None
+
+
+def test_a_black_baseline_is_black_as_the_state_feeds_it(tiny_model, rng):
+    from cnnviz_widgets.attribution import integrated
+
+    state = ModelState(tiny_model, image=rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), preprocess="caffe")
+    fed_black = state.prepare(np.zeros((16, 16, 3), np.uint8)).array
+    baseline = integrated.baseline_for(state.explainer.paths, state.model_input.array, "black")
+    np.testing.assert_allclose(baseline, fed_black, rtol=1e-6)
+    assert np.abs(fed_black).max() > 100  # caffe: black is minus the ImageNet mean, not 0

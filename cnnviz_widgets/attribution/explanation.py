@@ -17,8 +17,10 @@ class Explanation:
     method : the method's name (`catalogue.METHODS`).
     target : what is explained; score : "logit", "probability" or "mean activation"; score_value : its value.
     layer : the conv layer whose maps Grad-CAM weighs (saliency: the model input).
-    raw : (h, w) float32 >= 0. Grad-CAM: relu(sum_k weights_k A_k) at the layer's resolution; saliency:
-        max over the fed channels of |d score / d input|, at the input's resolution.
+    raw : (h, w) float32, the method's own map. The CAMs: >= 0 at the layer's resolution (Grad-CAM:
+        relu(sum_k weights_k A_k)); saliency, SmoothGrad, VarGrad, Guided Backprop: >= 0, the largest over the fed
+        channels of |.|; input x gradient, Integrated Gradients, occlusion: signed (their sum over channels, or
+        the score's drop), at the input's resolution. Each method's docstring says which.
     heatmap : (H, W) float32 in [0, 1]: `raw` brought to the fed input's size (bilinear, half-pixel centres)
         and scaled by its min..max (all zero when `raw` is flat).
     weights : (C,) float32, a CAM's per-map weights (Grad-CAM: the mean gradient over each map); None otherwise.

@@ -361,6 +361,7 @@ class ModelState(traitlets.HasTraits):
         """Predictions, Grad-CAM and saliency for this state's model (built on first use)."""
         if self.__dict__.get("_explainer") is None:
             self._explainer = Explainer(self.graph, activations=self._cached_activation)
+            self._explainer.paths.preprocessing = self._preprocess  # baselines: "black" is black as fed
         return self._explainer
 
     def _cached_activation(self, x: np.ndarray, key: str | None, layer: str) -> np.ndarray | None:
