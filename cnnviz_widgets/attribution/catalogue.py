@@ -12,7 +12,8 @@ from cnnviz_widgets.attribution.scorecam import SCORE_CAM
 from cnnviz_widgets.attribution.smoothgrad import SMOOTHGRAD, VARGRAD
 from cnnviz_widgets.errors import CnnvizError
 
-CATALOGUE: dict[str, Method] = {m.name: m for m in (GRAD_CAM, SALIENCY, GRAD_CAM_PLUS_PLUS, LAYER_CAM, SCORE_CAM,
+# By family: the CAMs, then the input gradients, then perturbation.
+CATALOGUE: dict[str, Method] = {m.name: m for m in (GRAD_CAM, GRAD_CAM_PLUS_PLUS, LAYER_CAM, SCORE_CAM, SALIENCY,
                                                     SMOOTHGRAD, VARGRAD, INPUT_X_GRADIENT, INTEGRATED_GRADIENTS,
                                                     GUIDED_BACKPROP, GUIDED_GRAD_CAM, OCCLUSION)}
 
