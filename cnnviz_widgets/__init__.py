@@ -46,6 +46,7 @@ _EXPORTS = {
     "Predictions": "widgets",
     "ClassActivationMap": "widgets",
     "CompareImages": "widgets",
+    "CompareMethods": "widgets",
     "PixelBreakdown": "lessons.pixel_breakdown",
     "ReceptiveField": "lessons.receptive_field",
     "ConvolutionAtPixel": "widgets",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 
 import ipywidgets
@@ -260,3 +261,60 @@ def test_grad_cam_keeps_the_old_picture_under_a_note_while_it_computes(vgg_state
     assert len(seen) == 2 and state.explainer.gradient_passes == passes
     view.frame.note.layout.unobserve(on_note, "display")
     view.close()
+
+
+# -- the method picker ------------------------------------------------------------------------------------
+
+
+def test_every_method_of_the_catalogue_can_be_picked_and_draws(state):
+    from cnnviz_widgets.attribution import catalogue
+
+    view = ClassActivationMap(state)
+    assert isinstance(view.method, ipywidgets.Dropdown) and view.method.description == "method"
+    assert view.layer_picker.description and view.of.description and view.opacity.description  # accessible names
+    assert list(view.method.options) == [(catalogue.method(name).title, name) for name in catalogue.METHODS]
+    assert view.method.options[0] == ("Grad-CAM", "grad-cam") and ("Grad-CAM++", "grad-cam++") in view.method.options
+    top = state.predictions(1).indices[0]
+    for name in catalogue.METHODS:
+        chosen = catalogue.method(name)
+        said = []
+        view.frame.note.layout.observe(lambda change, said=said: said.append(view.frame.note.value)
+                                       if change["new"] is None else None, "display")
+        view.method.value = name
+        assert view.problem == "" and view.failure == "", (name, view.problem)
+        result = view.explanation
+        assert result.method == name and result.target == Target("class", top)
+        assert result.options == {**chosen.options}  # the method's own defaults
+        np.testing.assert_array_equal(result.heatmap, state.explanation(name).heatmap)
+        np.testing.assert_array_equal(picture(view.figure),
+                                      overlay(state.model_input.picture, result.heatmap, HEAT_CMAP, 0.5,
+                                              weighted=True))
+        # the summary for students under the menu, and the layer menu only where a layer's maps are weighed
+        assert chosen.title in view.summary.value and html.escape(chosen.summary) in view.summary.value
+        assert view.layer_picker.layout.display == (None if chosen.family == "cam" else "none"), name
+        assert chosen.title in view.figure.title.value and f"{result.seconds * 1000:.0f} ms" in view.figure.title.value
+        assert said in ([], [f"computing {chosen.title} …"]), said  # a pass that runs is said over the picture
+        view.frame.note.layout.unobserve_all("display")
+    view.close()
+
+
+def test_the_picker_says_a_slow_method_is_computing_over_the_old_picture(state):
+    view = ClassActivationMap(state, method="grad-cam")
+    old = picture(view.figure)
+    seen = []
+    view.frame.note.layout.observe(lambda change: seen.append((view.frame.note.value, picture(view.figure)))
+                                   if change["new"] is None else None, "display")
+    view.method.value = "score-cam"
+    assert [note for note, _ in seen] == ["computing Score-CAM …"]
+    np.testing.assert_array_equal(seen[0][1], old)  # the previous map stays, dimmed, under the note
+    assert "Which maps raise the score when shown alone" in view.summary.value
+    assert view.layer_picker.layout.display is None and view.explanation.layer == "c2"
+    view.layer_picker.value = "c1"  # every CAM method weighs the layer picked
+    assert view.explanation.method == "score-cam" and view.explanation.layer == "c1"
+    view.method.value = "occlusion"
+    assert view.layer_picker.layout.display == "none" and view.explanation.layer != "c1"
+    assert seen[-1][0] == "computing Occlusion …"
+    view.close()
+    kept = ClassActivationMap(state, method="saliency")  # the old way of choosing still works
+    assert kept.method.value == "saliency" and kept.explanation.method == "saliency"
+    kept.close()

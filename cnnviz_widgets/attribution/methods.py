@@ -30,6 +30,8 @@ class Method:
     summary : one sentence for a student: what the map shows, and how it is made.
     compute : the function (see `Compute`).
     options : each option's name and default; a user may pass only these.
+    title : the name as a person writes it, for menus and picture titles ("Grad-CAM++"); default: made from
+        `name` (`title_of`).
     """
 
     name: str
@@ -37,6 +39,11 @@ class Method:
     summary: str
     compute: Compute
     options: Mapping[str, Any] = field(default_factory=dict)
+    title: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.title:
+            object.__setattr__(self, "title", title_of(self.name))
 
     @property
     def uses_layer(self) -> bool:
@@ -49,6 +56,26 @@ class Method:
             accepted = ", ".join(sorted(self.options)) or "none"
             raise CnnvizError(f"{self.name} has no option {', '.join(map(repr, unknown))}; its options: {accepted}")
         return {**self.options, **given}
+
+
+_TITLE_WORDS = {"grad-cam": "Grad-CAM", "grad-cam++": "Grad-CAM++", "layer-cam": "LayerCAM", "score-cam": "Score-CAM",
+                "smoothgrad": "SmoothGrad", "vargrad": "VarGrad", "backprop": "Backprop", "x": "×"}
+
+
+def title_of(name: str) -> str:
+    """A method's name as a person writes it: "guided-grad-cam" -> "Guided Grad-CAM", "input-x-gradient" ->
+    "Input × gradient"."""
+    parts, words = name.split("-"), []
+    while parts:
+        pair = "-".join(parts[:2])
+        if len(parts) > 1 and pair in _TITLE_WORDS:
+            words.append(_TITLE_WORDS[pair])
+            del parts[:2]
+        else:
+            words.append(_TITLE_WORDS.get(parts[0], parts[0]))
+            del parts[0]
+    text = " ".join(words)
+    return text[:1].upper() + text[1:]
 
 
 def options_key(options: Mapping[str, Any]) -> tuple:

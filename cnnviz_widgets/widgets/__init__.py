@@ -8,6 +8,7 @@ Views can also be used one by one on a shared state: `ActivationGrid(state)`, `W
 """
 
 from cnnviz_widgets.widgets.attribution import ClassActivationMap, CompareImages, Predictions
+from cnnviz_widgets.widgets.compare_methods import CompareMethods
 from cnnviz_widgets.widgets.effect import FilterEffect
 from cnnviz_widgets.widgets.explorer import Explorer
 from cnnviz_widgets.widgets.grids import ActivationGrid, WeightGrid
@@ -17,7 +18,8 @@ from cnnviz_widgets.widgets.pixel import ConvolutionAtPixel
 from cnnviz_widgets.widgets.stats import ChannelStats
 from cnnviz_widgets.widgets.summary import LayerSummary
 
-__all__ = ["ActivationGrid", "ChannelStats", "ClassActivationMap", "CompareImages", "ConvolutionAtPixel", "Explorer",
+__all__ = ["ActivationGrid", "ChannelStats", "ClassActivationMap", "CompareImages", "CompareMethods",
+           "ConvolutionAtPixel", "Explorer",
            "FilterEffect", "LayerSummary", "MosaicFigure", "Predictions", "TrainingMonitor", "WeightGrid",
            "WhatItLooksFor", "fit_in_background"]
 

@@ -1,8 +1,9 @@
 """Why the network decides: `Predictions`, `ClassActivationMap` and `CompareImages`.
 
 `Predictions` lists the model's top classes for the current image (or says that the model has no classifier);
-a click on a class makes it `state.explained_class`. `ClassActivationMap` draws Grad-CAM or the gradient
-saliency map of that class (or, without a classifier, of the current filter) over the input picture.
+a click on a class makes it `state.explained_class`. `ClassActivationMap` draws the heat map of any method of
+`attribution.catalogue` (Grad-CAM by default) for that class (or, without a classifier, for the current filter)
+over the input picture, the method's one-line summary under its menu.
 `CompareImages` (in `compare.py`, importable from here too) shows the current layer's current channel for
 the state's image and a second image side by side, on one shared value range. The arithmetic is in
 `cnnviz_widgets.explain` and `ModelState`.
@@ -17,8 +18,10 @@ import ipywidgets
 import numpy as np
 import traitlets
 
+from cnnviz_widgets.attribution import catalogue
+from cnnviz_widgets.attribution.catalogue import METHODS
 from cnnviz_widgets.attribution.classes import Target, TopClasses
-from cnnviz_widgets.attribution.explainer import METHODS, Explanation
+from cnnviz_widgets.attribution.explanation import Explanation
 from cnnviz_widgets.attribution.heatmaps import overlay
 from cnnviz_widgets.errors import CnnvizError, LayerError
 from cnnviz_widgets.pictures import render
@@ -31,7 +34,18 @@ __all__ = ["COMPARE_SIDE", "HEAT_CMAP", "ClassActivationMap", "CompareImages", "
 
 HEAT_CMAP = "magma"
 """Colour map of heat maps: dark where nothing drives the score, bright yellow where most does."""
-_METHOD_WORDS = {"grad-cam": "Grad-CAM", "saliency": "saliency"}
+
+
+def method_title(name: str) -> str:
+    """How menus and titles name attribution method `name` ("Grad-CAM++")."""
+    return catalogue.method(name).title
+
+
+def method_summary(name: str) -> str:
+    """The method's one sentence for students, as HTML under its menu: its title in bold, then the summary."""
+    chosen = catalogue.method(name)
+    return (f'<span class="cnnviz-method-summary-text"><b>{html.escape(chosen.title)}</b>: '
+            f"{html.escape(chosen.summary)}</span>")
 
 
 # --------------------------------------------------------------------------------------------- Predictions
@@ -140,15 +154,17 @@ class Predictions(View):
 
 
 class ClassActivationMap(View):
-    """Grad-CAM or the gradient saliency map of a class (or of the current filter) over the input picture.
+    """The heat map of an attribution method for a class (or for the current filter) over the input picture.
 
     Parameters
     ----------
     state_or_model
         A `ModelState` (shared with other views), or anything `ModelState` takes as a model.
     method
-        "grad-cam" (a conv layer's maps weighted by the mean gradient of the score; coarse, class-specific) or
-        "saliency" (|d score / d pixel|; fine, noisy).
+        Any name of `attribution.catalogue.METHODS`: "grad-cam" (a conv layer's maps weighted by the mean
+        gradient of the score; coarse, class-specific), "saliency" (|d score / d pixel|; fine, noisy), ... The
+        menu (`method`) lists them all by title, with the chosen one's summary under it (`summary`); each runs
+        with its own default options. The layer menu shows only for the CAM family, which weighs a layer's maps.
     opacity
         Weight of the heat map over the picture, 0..1.
     active
@@ -161,7 +177,8 @@ class ClassActivationMap(View):
     layer before it. The layer menu names the layer "automatic" stands for, and lists only layers that can be
     weighed for the target.
 
-    While a pass computes, the previous picture stays, dimmed, under a "computing …" note (`frame`); before
+    While a pass computes, the previous picture stays, dimmed, under a "computing …" note (`frame`) naming the
+    method (the slow ones, Score-CAM, occlusion or Integrated Gradients on a large input, take seconds); before
     the first one, the input picture stands in.
     """
 
@@ -170,15 +187,17 @@ class ClassActivationMap(View):
     def __init__(self, state_or_model: Any, *, method: str = "grad-cam", opacity: float = 0.5,
                  css_class: str = "cnnviz-class-activation-map", width_px: int = 420, active: bool | None = None):
         if method not in METHODS:
-            raise CnnvizError(f"unknown method {method!r}; expected one of {METHODS}")
+            raise CnnvizError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
         if not isinstance(opacity, (int, float)) or not 0.0 <= opacity <= 1.0:
             raise CnnvizError(f"opacity must be a number in 0..1; got {opacity!r}")
         state = self.state = as_state(state_or_model)
         self.explanation: Explanation | None = None
-        self.method = ipywidgets.ToggleButtons(options=[("Grad-CAM", "grad-cam"), ("saliency", "saliency")],
-                                               value=method, style={"button_width": "auto"},
-                                               tooltips=["a conv layer's maps weighted by the score's mean "
-                                                         "gradient", "|d score / d pixel|, largest over colours"])
+        self.method = ipywidgets.Dropdown(options=[(method_title(name), name) for name in METHODS], value=method,
+                                          description="method", layout=ipywidgets.Layout(width="300px"),
+                                          tooltip="how the map is made: its summary is written under the menus")
+        self.method.add_class("cnnviz-method-picker")
+        self.summary = ipywidgets.HTML("", layout=ipywidgets.Layout(max_width="760px"))
+        self.summary.add_class("cnnviz-method-summary")
         has_classes = state.has_classifier()
         self.of = ipywidgets.Dropdown(options=[("a class", "class"), ("the current filter", "filter")],
                                       value="class" if has_classes else "filter", description="explain",
@@ -190,15 +209,15 @@ class ClassActivationMap(View):
         self.class_picker.add_class("cnnviz-class-picker")
         self.layer_picker = ipywidgets.Dropdown(
             options=[("automatic", "")] + [(n, n) for n in state.explainer.conv_layers()], value="",
-            description="Grad-CAM layer", style={"description_width": "initial"},
-            tooltip="whose maps Grad-CAM weighs; automatic: for a class, the model's last conv layer, for a "
+            description="layer weighed", style={"description_width": "initial"},
+            tooltip="whose maps the CAM method weighs; automatic: for a class, the model's last conv layer, for a "
                     "filter, the last conv layer before the filter's own (the menu names it)",
             layout=ipywidgets.Layout(width="360px"))
         self.layer_picker.add_class("cnnviz-gradcam-layer-picker")
         self.opacity = ipywidgets.FloatSlider(value=float(opacity), min=0.0, max=1.0, step=0.05,
                                               description="opacity", readout_format=".2f")
         self.opacity.add_class("cnnviz-opacity-slider")
-        self.controls = ipywidgets.VBox([ipywidgets.HBox([self.method, self.of]),
+        self.controls = ipywidgets.VBox([ipywidgets.HBox([self.method, self.of]), self.summary,
                                          ipywidgets.HBox([self.class_picker, self.layer_picker]), self.opacity])
         self.figure = MosaicFigure(css_class=f"{css_class}-figure", width_px=width_px)
         self.frame = BusyFrame(self.figure, layout=ipywidgets.Layout(width="100%"))
@@ -210,6 +229,7 @@ class ClassActivationMap(View):
         self.follow_state(["image", "explained_class", "class_names", "layer", "filter"])
         self._setting_picker = False
         self._setting_layers = False
+        self._sync_method()
         for control in (self.method, self.of, self.layer_picker):
             self.watch(control, self._on_control_change)
         self.watch(self.class_picker, self._on_class_picked)
@@ -225,15 +245,15 @@ class ClassActivationMap(View):
     def _key(self) -> tuple:
         target = self._target()  # may run the prediction (once per image) to know the top class
         self._sync_layer_picker(target)
-        layer = self.layer_picker.value if self.method.value == "grad-cam" else ""
+        layer = self.layer_picker.value if catalogue.method(self.method.value).uses_layer else ""
         return (id(self.state.model_input), self.method.value, target, layer, self._weights_version)
 
     def _busy_words(self) -> str:
-        return f"computing {_METHOD_WORDS[self.method.value]} …"
+        return f"computing {method_title(self.method.value)} …"
 
     def _show_placeholder(self, state: Any, why_not: bool = False) -> None:
         picture = state.model_input.picture
-        method = _METHOD_WORDS[self.method.value]
+        method = method_title(self.method.value)
         title = (f"{state.image_name or 'the image'} · " + (f"no {method} map for this choice: see the note above"
                                                             if why_not else f"its {method} map comes over it once "
                                                             "computed"))
@@ -271,11 +291,10 @@ class ClassActivationMap(View):
     def _draw(self) -> None:
         state = self.state
         target = self._target()
-        layer = self.layer_picker.value or None
+        layer = (self.layer_picker.value or None) if catalogue.method(self.method.value).uses_layer else None
         result = state.explanation(self.method.value, class_index=target.index if target.kind == "class" else None,
                                    layer=layer, of=target.kind)
         self.explanation = result
-        self.layer_picker.layout.display = None if result.method == "grad-cam" else "none"
         self._sync_class_picker()
         self.show_message(result.note, "error")
         self._hide(False)
@@ -301,10 +320,14 @@ class ClassActivationMap(View):
             h, w = result.raw.shape
             title = (f"Grad-CAM of {what} on {result.layer} ({w}×{h} maps, each weighted by the mean gradient of "
                      f"the {result.score}, {value}) · over {image}")
+        elif result.method == "saliency":
+            title = f"Saliency of {what}: |d {result.score} / d pixel|, largest over the colours · over {image}"
         else:
-            title = f"saliency of {what}: |d {result.score} / d pixel|, largest over the colours · over {image}"
+            where = f" on {result.layer}" if catalogue.method(result.method).uses_layer else ""
+            title = f"{method_title(result.method)} of {what}{where} ({result.score} {value}) · over {image}"
+        title += f" · {result.seconds * 1000:.0f} ms"
         peak = format_number(float(result.raw.max()))
-        tip = f"{_METHOD_WORDS[result.method]} of {what}: {result.score} {value}, peak {peak}"
+        tip = f"{method_title(result.method)} of {what}: {result.score} {value}, peak {peak}"
         caption = f"share of the map's peak (the weaker, the clearer the photo); opacity {self.opacity.value:.2f}"
         self.figure.show(mosaic, title=title, tooltips=[tip], colorbar=(HEAT_CMAP, 0.0, 1.0),
                          colorbar_ends=("none", "most"), colorbar_label=caption)
@@ -333,7 +356,14 @@ class ClassActivationMap(View):
 
     # -- events ----------------------------------------------------------------------------------------
 
-    def _on_control_change(self, _change: traitlets.Bunch) -> None:
+    def _sync_method(self) -> None:
+        """The summary names the chosen method; the layer menu shows only for a method that weighs a layer."""
+        self.summary.value = method_summary(self.method.value)
+        self.layer_picker.layout.display = None if catalogue.method(self.method.value).uses_layer else "none"
+
+    def _on_control_change(self, change: traitlets.Bunch) -> None:
+        if change["owner"] is self.method:
+            self._sync_method()  # at once: the summary changes before a slow method starts computing
         if not self._setting_layers:
             self.redraw()
 
