@@ -194,7 +194,8 @@ class ClassActivationMap(View):
         self.explanation: Explanation | None = None
         self.method = ipywidgets.Dropdown(options=[(method_title(name), name) for name in METHODS], value=method,
                                           description="method", layout=ipywidgets.Layout(width="300px"),
-                                          tooltip="how the map is made: its summary is written under the menus")
+                                          tooltip="how the map is made (its summary is under the menus); keys: "
+                                                  "Alt+Down or Space opens the list, Home/End/PageDown move in it")
         self.method.add_class("cnnviz-method-picker")
         self.summary = ipywidgets.HTML("", layout=ipywidgets.Layout(max_width="760px"))
         self.summary.add_class("cnnviz-method-summary")

@@ -166,6 +166,8 @@ class CompareMethods(View):
                 self.figures[name] = MosaicFigure(css_class=f"cnnviz-compare-method-{slug}", width_px=self.width_px,
                                                   colorbar=False)
                 self.figures[name].add_class("cnnviz-compare-method")
+                # three to a row (the grid's gap is 24 px): one left alone on its row keeps its size
+                self.figures[name].layout.max_width = "calc(33.3% - 16px)"
         children = tuple(self.figures[name] for name in self.shown)
         if self.grid.children != children:
             self.grid.children = children
@@ -173,16 +175,16 @@ class CompareMethods(View):
     def _show(self, name: str, result: Explanation) -> None:
         picture = overlay(self.state.model_input.picture, result.heatmap, HEAT_CMAP, COMPARE_OPACITY, weighted=True)
         where = f" on {result.layer}" if catalogue.method(name).uses_layer else ""
-        title = f"<b>{html.escape(method_title(name))}</b>{html.escape(where)} · {result.seconds * 1000:.0f} ms"
+        title = f"{method_title(name)}{where} · {result.seconds * 1000:.0f} ms"  # plain text: the figure escapes it
         if result.note:
-            title += f" · {html.escape(result.note)}"
+            title += f" · {result.note}"
         tip = (f"{method_title(name)}: {result.score} {format_number(result.score_value)}, peak "
                f"{format_number(float(result.raw.max()))} (scaled to this map's own min..max)")
         self.figures[name].show(render.tile_maps(picture[:, :, None, :], pad=0), title=title, tooltips=[tip])
 
     def _show_plain(self, name: str, why: str) -> None:
         """The input picture, with a title saying why `name` has no map for this target."""
-        title = f"<b>{html.escape(method_title(name))}</b> · no map: {html.escape(why)}"
+        title = f"{method_title(name)} · no map: {why}"
         self.figures[name].show(render.tile_maps(self.state.model_input.picture[:, :, None, :], pad=0),
                                 title=title, tooltips=["the input picture: this method has no map for this target"])
 
