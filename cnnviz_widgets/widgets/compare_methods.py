@@ -132,6 +132,9 @@ class CompareMethods(View):
                               f"{html.escape(state.image_name or 'the image')}, each with its default options.")
         self.show_message("")
         self._hide(False)
+        for name in self.shown:  # never an empty panel: a new one shows the picture until its turn comes
+            if self.figures[name].mosaic is None:
+                self._show_plain(name, "", waiting=True)
         for name in self.shown:
             if not self.part_changed(name, (id(state.model_input), target, self._weights_version)):
                 continue
@@ -182,9 +185,9 @@ class CompareMethods(View):
                f"{format_number(float(result.raw.max()))} (scaled to this map's own min..max)")
         self.figures[name].show(render.tile_maps(picture[:, :, None, :], pad=0), title=title, tooltips=[tip])
 
-    def _show_plain(self, name: str, why: str) -> None:
-        """The input picture, with a title saying why `name` has no map for this target."""
-        title = f"{method_title(name)} · no map: {why}"
+    def _show_plain(self, name: str, why: str, waiting: bool = False) -> None:
+        """The input picture, with a title saying why `name` has no map for this target (or that it waits its turn)."""
+        title = f"{method_title(name)} · " + ("computed after the ones before it …" if waiting else f"no map: {why}")
         self.figures[name].show(render.tile_maps(self.state.model_input.picture[:, :, None, :], pad=0),
                                 title=title, tooltips=["the input picture: this method has no map for this target"])
 
