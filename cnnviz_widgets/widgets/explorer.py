@@ -31,7 +31,6 @@ from cnnviz_widgets.state.model_state import ModelState
 from cnnviz_widgets.state.training_state import TrainingState
 from cnnviz_widgets.widgets.about import model_header
 from cnnviz_widgets.widgets.attribution import ClassActivationMap, CompareImages, Predictions
-from cnnviz_widgets.widgets.compare_methods import CompareMethods
 from cnnviz_widgets.widgets.effect import FilterEffect
 from cnnviz_widgets.widgets.grids import ActivationGrid, WeightGrid
 from cnnviz_widgets.widgets.looksfor import WhatItLooksFor
@@ -105,11 +104,6 @@ class Explorer(ipywidgets.VBox):
             "Predictions": lambda: Predictions(state), "Why (Grad-CAM)": lambda: ClassActivationMap(state),
             "Compare images": lambda: _compare_images(state), "What it looks for": lambda: WhatItLooksFor(state)}
         self._built_views: dict[int, ipywidgets.Widget] = {}
-        # Views shown under a tab's own view, made with it: the Why tab compares several methods under the one
-        # picked from its menu.
-        self._companion_makers: dict[str, Callable[[], ipywidgets.Widget]] = {
-            "Why (Grad-CAM)": lambda: CompareMethods(state)}
-        self._companions: dict[int, list[ipywidgets.Widget]] = {}
         # A tab holds its view only while it is open: a bqplot figure laid out in a hidden tab measures 0 px
         # (and the browser logs negative sizes for its shapes).
         self._tab_pages = [ipywidgets.Box(layout=ipywidgets.Layout(display="block")) for _ in self._view_makers]
@@ -211,16 +205,14 @@ class Explorer(ipywidgets.VBox):
             view = self._built_views.get(index)
             if view is None:
                 continue
-            shown = (view, *self._companions.get(index, ()))
-            page.children = shown if index == selected else ()
-            for part in shown:
-                if hasattr(part, "active"):
-                    part.active = index == selected
+            page.children = (view,) if index == selected else ()
+            if hasattr(view, "active"):
+                view.active = index == selected
         # what the message and status lines said was about the tab left behind
         self.message.value = ""
         self._said = ()
         self._draw_status()
-        self.export_button.disabled = not figures_of(self._exported(selected))
+        self.export_button.disabled = not figures_of(self.view_at(selected))
 
     def _replace_slider(self, trait: str, highest: int) -> None:
         """A new slider for `trait` with maximum `highest`, in place of the old one.
@@ -253,10 +245,8 @@ class Explorer(ipywidgets.VBox):
         if view is None:
             make = list(self._view_makers.values())[index]
             shown = index == (self.tabs.selected_index or 0)
-            companion = self._companion_makers.get(list(self._view_makers)[index])
             with contextlib.nullcontext() if shown else starting_hidden():
                 view = make()
-                self._companions[index] = [companion()] if companion is not None else []
             self._built_views[index] = view
         return view
 
@@ -272,15 +262,7 @@ class Explorer(ipywidgets.VBox):
     channel_stats = property(lambda self: self.view_at(4), doc="The Channel stats tab's `ChannelStats`.")
     layer_summary = property(lambda self: self.view_at(5), doc="The Layers tab's `LayerSummary`.")
     predictions = property(lambda self: self.view_at(6), doc="The Predictions tab's `Predictions`.")
-    class_activation_map = property(lambda self: self.view_at(7),
-                                    doc="The Why tab's `ClassActivationMap` (one method, picked from its menu).")
-
-    @property
-    def compare_methods(self) -> CompareMethods:
-        """The Why tab's `CompareMethods` (several methods side by side, under its `ClassActivationMap`)."""
-        self.view_at(7)  # made with the tab's view
-        return self._companions[7][0]
-
+    class_activation_map = property(lambda self: self.view_at(7), doc="The Why (Grad-CAM) tab's view.")
     compare_images = property(lambda self: self.view_at(8), doc="The Compare images tab's `CompareImages`.")
     what_it_looks_for = property(lambda self: self.view_at(9), doc="The What it looks for tab's view.")
 
@@ -332,13 +314,8 @@ class Explorer(ipywidgets.VBox):
         else:
             self.message.value = ""
 
-    def _exported(self, index: int) -> ipywidgets.Widget:
-        """What the export button saves of tab `index`: its view, or its whole page where companions share it."""
-        view = self.view_at(index)
-        return self._tab_pages[index] if self._companions.get(index) else view
-
     def _on_export(self, _button: ipywidgets.Button) -> None:
-        view = self._exported(self.tabs.selected_index or 0)
+        view = self.current_view
         tab = self.tabs.titles[self.tabs.selected_index or 0]
         name = re.sub(r"[^A-Za-z0-9]+", "_", f"cnnviz {tab} {self.state.layer}").strip("_") + ".png"
         try:
@@ -374,9 +351,7 @@ class Explorer(ipywidgets.VBox):
                  "export_button",
                  "layer_slider", "channel_slider", "filter_slider", "image_picker", "upload", "colormap_picker",
                  "normalization_picker", "message", "status", "lines", "stylesheet")
-        parts = [*getattr(self, "_built_views", {}).values(),
-                 *(part for parts in getattr(self, "_companions", {}).values() for part in parts),
-                 *(getattr(self, name, None) for name in names)]
+        parts = [*getattr(self, "_built_views", {}).values(), *(getattr(self, name, None) for name in names)]
         parts += [*controls.children, controls] if controls is not None else []
         for part in parts:
             if part is not None:

@@ -118,11 +118,11 @@ def test_stats_gradcam_one_value_and_compare_in_the_browser(lab_page, served_dir
     assert "automatic: block2_conv1" in layers  # names the layer it weighs for block2_conv2's filter
     before = page.image_href(f"{cam}-figure")
     page.page.evaluate(_WATCH_NOTE_JS, [page.scoped(cam), True])
-    page.widget(f"{cam} .widget-toggle-button:has-text('saliency')").click()  # a full gradient pass: seconds
+    page.widget(f"{cam} .cnnviz-method-picker select").select_option(label="Saliency")  # a gradient pass: seconds
     page.page.wait_for_function("() => window.__cnnviz.shown !== null", timeout=30_000, polling="raf")
     _shot(page, folder, "grad-cam-computing-1100.png")
     seen = page.page.evaluate("() => window.__cnnviz")
-    assert seen["note"].startswith("computing saliency"), seen
+    assert seen["note"].startswith("computing Saliency"), seen
     assert seen["href"], "the panel was empty while it computed"
     # now the timing the issue asks for: a filter step, key press to note painted
     page.wait_kernel_idle(120_000)
@@ -146,7 +146,7 @@ def test_stats_gradcam_one_value_and_compare_in_the_browser(lab_page, served_dir
     blend = page.page.evaluate("() => performance.now()") - page.page.evaluate("() => window.__cnnviz.pressed")
     print(f"\ncomputing note painted {delay:.0f} ms after the key press (a blend, for scale: {blend:.0f} ms; "
           f"load average {os.getloadavg()[0]:.1f})")
-    page.widget(f"{cam} .widget-toggle-button:has-text('Grad-CAM')").click()
+    page.widget(f"{cam} .cnnviz-method-picker select").select_option(label="Grad-CAM")
     _settle(page)
     _shot(page, folder, "grad-cam-1100.png")
 
