@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from cnnviz_widgets.attribution import catalogue
-from cnnviz_widgets.attribution.catalogue import METHODS  # noqa: F401  (re-exported: older code imports it here)
 from cnnviz_widgets.attribution.classes import Classifier, Target, TopClasses, find_classifier, output_node
 from cnnviz_widgets.attribution.explanation import Explanation
 from cnnviz_widgets.attribution.gradients import Activations, GradientPaths
